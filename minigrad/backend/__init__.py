@@ -1,0 +1,124 @@
+"""Backend selection: which implementation runs each primitive, per device.
+
+Backends register themselves for a device with a priority. For every primitive name of
+`base.PRIMITIVES`, the dispatch table of a device picks the highest-priority backend that provides it
+(so the NumPy reference fills in whatever a faster backend lacks). Users override the choice:
+
+    MINIGRAD_BACKEND=numpy python train.py           # environment: prefer one backend everywhere
+    with minigrad.backend.use("numpy"): ...           # a whole backend, inside a block
+    with minigrad.backend.use(matmul="numpy"): ...    # one primitive, inside a block
+
+A preferred backend runs every primitive it provides; the others keep their default choice.
+`dispatch(device)` returns the table as an object whose attributes are the chosen functions; tables are
+rebuilt only when registrations or overrides change, so a lookup costs one attribute access.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from types import ModuleType
+
+from minigrad.backend import numpy_ref
+from minigrad.backend.base import PRIMITIVES
+from minigrad.device import Device
+
+__all__ = ["register", "dispatch", "use", "available", "selected", "PRIMITIVES"]
+
+_registry: dict[str, list[tuple[int, str, ModuleType]]] = {}  # device type -> [(priority, name, module)]
+_overrides: list[dict[str, str]] = []  # stack of {primitive or "*": backend name}, innermost last
+_tables: dict[str, "DispatchTable"] = {}
+
+
+class DispatchTable:
+    """The chosen implementation of every primitive for one device, as attributes."""
+
+    def __init__(self, device_type: str, choice: dict[str, tuple[str, ModuleType]]):
+        self.device_type = device_type
+        self.chosen_backend = {prim: name for prim, (name, _) in choice.items()}
+        for prim, (_, module) in choice.items():
+            setattr(self, prim, getattr(module, prim))
+
+    def __repr__(self) -> str:
+        return f"<DispatchTable {self.device_type}: {sorted(set(self.chosen_backend.values()))}>"
+
+
+def register(name: str, device_type: str, module: ModuleType, priority: int) -> None:
+    """Make `module` (a backend exporting primitives by name) available on `device_type`."""
+    entries = [e for e in _registry.get(device_type, []) if e[1] != name]
+    entries.append((priority, name, module))
+    entries.sort(key=lambda e: -e[0])
+    _registry[device_type] = entries
+    _tables.clear()
+
+
+def available(device_type: str = "cpu") -> list[str]:
+    """Names of the backends registered for a device type, fastest (highest priority) first."""
+    return [name for _, name, _ in _registry.get(device_type, [])]
+
+
+def _preferences() -> list[dict[str, str]]:
+    env = os.environ.get("MINIGRAD_BACKEND", "").strip()
+    return ([{"*": env}] if env else []) + _overrides
+
+
+def _build(device_type: str) -> DispatchTable:
+    entries = _registry.get(device_type)
+    if not entries:
+        raise RuntimeError(f"no backend is available for device '{device_type}'")
+    modules = {name: module for _, name, module in entries}
+    choice = {}
+    for prim in PRIMITIVES:
+        providers = [(name, module) for _, name, module in entries if hasattr(module, prim)]
+        pick = providers[0]
+        for prefs in _preferences():  # later (inner) preferences win
+            wanted = prefs.get(prim, prefs.get("*"))
+            if wanted in modules and hasattr(modules[wanted], prim):
+                pick = (wanted, modules[wanted])
+        choice[prim] = pick
+    return DispatchTable(device_type, choice)
+
+
+def dispatch(device) -> DispatchTable:
+    """The dispatch table for a device (a `Device` or a string such as 'cpu')."""
+    device_type = device.type if isinstance(device, Device) else Device(device).type
+    table = _tables.get(device_type)
+    if table is None:
+        table = _tables[device_type] = _build(device_type)
+    return table
+
+
+def selected(primitive: str, device="cpu") -> str:
+    """The name of the backend that runs `primitive` on `device` right now."""
+    if primitive not in PRIMITIVES:
+        raise ValueError(f"unknown primitive {primitive!r}")
+    return dispatch(device).chosen_backend[primitive]
+
+
+def _check_names(backend: str | None, primitives: dict[str, str]) -> None:
+    known = {name for entries in _registry.values() for _, name, _ in entries}
+    for name in ([backend] if backend else []) + list(primitives.values()):
+        if name not in known:
+            raise ValueError(f"unknown backend {name!r}; registered backends: {sorted(known)}")
+    for prim in primitives:
+        if prim not in PRIMITIVES:
+            raise ValueError(f"unknown primitive {prim!r}")
+
+
+@contextlib.contextmanager
+def use(backend: str | None = None, **primitives: str):
+    """Prefer `backend` for every primitive it provides, and/or a named backend per primitive:
+    `with use("numpy"):`, `with use(matmul="cpp"):`. Not thread-safe: it changes global tables."""
+    _check_names(backend, primitives)
+    prefs = dict(primitives)
+    if backend:
+        prefs["*"] = backend
+    _overrides.append(prefs)
+    _tables.clear()
+    try:
+        yield
+    finally:
+        _overrides.remove(prefs)
+        _tables.clear()
+
+
+register("numpy", "cpu", numpy_ref, priority=0)

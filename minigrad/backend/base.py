@@ -1,0 +1,87 @@
+"""The primitive interface: what every backend module may provide, and what each name means.
+
+A backend is a plain module exporting functions under the names below (one flat namespace, as in
+needle). `numpy_ref` provides all of them and is the readable reference; accelerated backends (C++,
+Numba, CUDA) provide any subset, and the selection in `minigrad.backend` falls back to the reference
+for the rest. Differentiable ops in `minigrad.ops` call only these names, never NumPy or CuPy directly.
+
+Conventions (after llm.c):
+- arrays in, arrays out; inputs may be non-contiguous views, and a kernel that needs contiguous
+  memory makes it so explicitly (`contiguous`);
+- `<op>_forward` / `<op>_backward` pairs; backward takes the upstream gradient `dout` first, then what
+  forward cached (e.g. the softmax output), then the inputs;
+- shapes and dtypes are validated by the ops layer before a primitive is called: primitives may assume
+  valid input;
+- primitives never upcast silently: float32 in, float32 out.
+"""
+
+PRIMITIVES = {
+    # ---- creation and conversion ------------------------------------------------------------
+    "asarray": "asarray(data, dtype) -> new array holding a copy of `data` (nested lists, scalars, arrays)",
+    "from_host": "from_host(ndarray) -> array on this device sharing memory where possible",
+    "to_host": "to_host(x) -> numpy.ndarray with the values of x",
+    "empty": "empty(shape, dtype) -> uninitialized array",
+    "zeros": "zeros(shape, dtype)",
+    "ones": "ones(shape, dtype)",
+    "full": "full(shape, value, dtype)",
+    "arange": "arange(start, stop, step, dtype) -> 1-D array",
+    "linspace": "linspace(start, stop, steps, dtype) -> 1-D array of `steps` evenly spaced values",
+    "eye": "eye(n, m, dtype) -> (n, m) identity",
+    "astype": "astype(x, dtype) -> x converted to `dtype` (a copy)",
+    "copy_": "copy_(dst, src) -> None; writes src (broadcast to dst.shape) into dst in place",
+    # ---- random numbers (gen comes from make_generator) -------------------------------------
+    "make_generator": "make_generator(seed) -> a random generator for this device",
+    "rand": "rand(gen, shape, dtype) -> uniform samples in [0, 1)",
+    "randn": "randn(gen, shape, dtype) -> standard normal samples",
+    "randint": "randint(gen, low, high, shape, dtype) -> integers in [low, high)",
+    # ---- elementwise, unary -----------------------------------------------------------------
+    "neg": "neg(x)", "abs": "abs(x)", "sign": "sign(x)", "exp": "exp(x)", "log": "log(x)",
+    "sqrt": "sqrt(x)", "rsqrt": "rsqrt(x) = 1 / sqrt(x)", "sin": "sin(x)", "cos": "cos(x)",
+    "tanh": "tanh(x)", "sigmoid": "sigmoid(x) = 1 / (1 + exp(-x)), computed without overflow",
+    "relu": "relu(x) = max(x, 0)",
+    "gelu_forward": "gelu_forward(x, approximate) -> x * Phi(x); approximate in {'none', 'tanh'}",
+    "gelu_backward": "gelu_backward(dout, x, approximate) -> dout * d gelu(x) / dx",
+    "clip": "clip(x, lo, hi) -> x clamped to [lo, hi]; lo or hi may be None",
+    "logical_not": "logical_not(x) -> bool array",
+    # ---- elementwise, binary (NumPy broadcasting) --------------------------------------------
+    "add": "add(a, b)", "sub": "sub(a, b)", "mul": "mul(a, b)", "div": "div(a, b) (true division)",
+    "pow": "pow(a, b)", "maximum": "maximum(a, b)", "minimum": "minimum(a, b)",
+    "eq": "eq(a, b) -> bool", "ne": "ne(a, b) -> bool", "lt": "lt(a, b) -> bool",
+    "le": "le(a, b) -> bool", "gt": "gt(a, b) -> bool", "ge": "ge(a, b) -> bool",
+    "logical_and": "logical_and(a, b) -> bool", "logical_or": "logical_or(a, b) -> bool",
+    "where": "where(cond, a, b) -> a where cond else b",
+    # ---- reductions (axis: None, int or tuple of ints) ---------------------------------------
+    "sum": "sum(x, axis, keepdims)", "max": "max(x, axis, keepdims)", "min": "min(x, axis, keepdims)",
+    "argmax": "argmax(x, axis, keepdims) -> int64 (axis: int or None)",
+    "argmin": "argmin(x, axis, keepdims) -> int64 (axis: int or None)",
+    "logsumexp": "logsumexp(x, axis, keepdims) -> log(sum(exp(x))) computed as m + log(sum(exp(x - m)))",
+    "softmax_forward": "softmax_forward(x, axis) -> exp(x - max) / sum(exp(x - max)); rows of -inf give nan",
+    "softmax_backward": "softmax_backward(dout, out, axis) -> out * (dout - sum(dout * out))",
+    "log_softmax_forward": "log_softmax_forward(x, axis) -> x - max - log(sum(exp(x - max)))",
+    "log_softmax_backward": "log_softmax_backward(dout, out, axis) -> dout - exp(out) * sum(dout)",
+    # ---- linear algebra -------------------------------------------------------------------------
+    "matmul": "matmul(a, b) -> a @ b with batch broadcasting; operands may be transposed views",
+    # ---- layout and indexing -------------------------------------------------------------------
+    "reshape": "reshape(x, shape) -> a view when strides allow, else a copy",
+    "transpose": "transpose(x, axes) -> a view with permuted axes",
+    "broadcast_to": "broadcast_to(x, shape) -> a read-only view",
+    "contiguous": "contiguous(x) -> x itself if C-contiguous, else a C-contiguous copy",
+    "getitem": "getitem(x, index) -> x[index] (basic index -> view, advanced index -> copy)",
+    "index_add": "index_add(shape, index, values, dtype) -> zeros(shape) with values added at x[index],"
+                 " accumulating repeated indices",
+    "setitem_": "setitem_(x, index, values) -> None; x[index] = values in place",
+    "concatenate": "concatenate(arrays, axis)",
+    "pad": "pad(x, pad_width, value) -> x padded with a constant; pad_width as in numpy.pad",
+    "tril": "tril(x, k) -> lower triangle of the last two dims", "triu": "triu(x, k)",
+    "take_along_axis": "take_along_axis(x, index, axis) -> gathered values (torch.gather)",
+    "scatter_add_along_axis": "scatter_add_along_axis(shape, index, values, axis, dtype) -> zeros(shape)"
+                              " with values added along axis at index (gather's backward)",
+    "tile": "tile(x, reps) -> x repeated reps[i] times along dim i (torch.repeat)",
+    "nonzero": "nonzero(x) -> tuple of int64 index arrays, one per dim",
+    "isfinite": "isfinite(x) -> bool", "any": "any(x) -> Python bool", "all": "all(x) -> Python bool",
+}
+
+
+def missing_primitives(module) -> list[str]:
+    """Names of the interface a backend module does not provide (the reference must provide all)."""
+    return sorted(name for name in PRIMITIVES if not callable(getattr(module, name, None)))

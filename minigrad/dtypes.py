@@ -1,0 +1,91 @@
+"""Data types: a thin, named layer over the array library's dtypes.
+
+A `DType` pairs the public name users write (`minigrad.float32`) with the NumPy dtype that stores it.
+Tensors never change dtype silently: ops that mix dtypes follow PyTorch's promotion (int64 + float32 ->
+float32, float32 + float64 -> float64), and every conversion is an explicit `.to(dtype)` / `.float()`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class DType:
+    """A tensor element type, e.g. `minigrad.float32`."""
+
+    __slots__ = ("name", "np_dtype", "is_floating_point", "itemsize")
+
+    def __init__(self, name: str, np_dtype):
+        self.name = name
+        self.np_dtype = np.dtype(np_dtype)
+        self.is_floating_point = self.np_dtype.kind == "f"
+        self.itemsize = self.np_dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"minigrad.{self.name}"
+
+    def __reduce__(self):  # DTypes are singletons, also across copy/pickle
+        return (get_dtype, (self.name,))
+
+
+float32 = DType("float32", np.float32)
+float64 = DType("float64", np.float64)
+int64 = DType("int64", np.int64)
+bool_ = DType("bool", np.bool_)
+
+ALL_DTYPES = (float32, float64, int64, bool_)
+_BY_NAME = {d.name: d for d in ALL_DTYPES}
+_BY_NP = {d.np_dtype: d for d in ALL_DTYPES}
+_DEFAULT_FLOAT = float32
+
+
+def get_dtype(spec) -> DType:
+    """Resolve a DType, its name, a NumPy dtype or a Python type (float, int, bool) to a DType."""
+    if isinstance(spec, DType):
+        return spec
+    if isinstance(spec, str) and spec in _BY_NAME:
+        return _BY_NAME[spec]
+    if spec is float:
+        return _DEFAULT_FLOAT
+    if spec is int:
+        return int64
+    if spec is bool:
+        return bool_
+    try:
+        np_dtype = np.dtype(spec)
+    except TypeError:
+        np_dtype = None
+    if np_dtype is not None and np_dtype in _BY_NP:
+        return _BY_NP[np_dtype]
+    raise TypeError(f"unsupported dtype {spec!r}; minigrad supports {', '.join(_BY_NAME)}")
+
+
+def from_numpy_dtype(np_dtype) -> DType:
+    """The DType that stores arrays of `np_dtype`, mapping other ints to int64 and other floats to float32
+    is NOT done here: unsupported storage dtypes raise, so conversions stay explicit."""
+    np_dtype = np.dtype(np_dtype)
+    if np_dtype not in _BY_NP:
+        raise TypeError(f"arrays of dtype {np_dtype} are not supported; convert to one of "
+                        f"{', '.join(_BY_NAME)} first")
+    return _BY_NP[np_dtype]
+
+
+def default_dtype_for(data) -> DType:
+    """The dtype `minigrad.tensor(data)` picks when none is given, as in PyTorch: Python floats -> float32,
+    ints -> int64, bools -> bool; NumPy arrays keep float64/float32/int64/bool, other ints become int64."""
+    arr = np.asarray(data)
+    kind = arr.dtype.kind
+    if kind == "b":
+        return bool_
+    if kind in "iu":
+        return int64
+    if kind == "f":
+        if isinstance(data, np.ndarray) and arr.dtype in _BY_NP:
+            return _BY_NP[arr.dtype]
+        return _DEFAULT_FLOAT
+    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+
+
+def promote_types(a: DType, b: DType) -> DType:
+    """PyTorch's type promotion among the dtypes we have: bool < int64 < float32 < float64."""
+    order = (bool_, int64, float32, float64)
+    return a if order.index(a) >= order.index(b) else b
