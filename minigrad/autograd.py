@@ -78,6 +78,10 @@ class set_grad_enabled(_GradMode):
     def __enter__(self):
         return self
 
+    def __call__(self, func):
+        _grad_enabled.reset(self._tokens.pop())  # as a decorator, only the calls switch the mode
+        return super().__call__(func)
+
 
 class _VersionCounter:
     """Counts in-place writes to a storage; shared by a tensor and the views made from it."""
@@ -110,8 +114,6 @@ class Function:
     def apply(cls, *inputs, **attrs):
         """Run `forward` on the inputs' arrays; record the op in the output's graph when grad mode is on
         and an input requires grad. Non-tensor arguments (dims, index arrays, masks) go in `attrs`."""
-        from minigrad.tensor import Tensor  # tensor.py imports this module, so import at use
-
         device = inputs[0].device
         for t in inputs[1:]:
             if t.device is not device and t.device != device:
@@ -120,7 +122,7 @@ class Function:
         needs_input_grad = tuple(t.requires_grad for t in inputs)
         record = any(needs_input_grad) and _grad_enabled.get()
         fn = cls(dispatch(device), inputs if record else (), needs_input_grad)
-        out = Tensor._wrap(fn.forward(*[t.data for t in inputs], **attrs), device, requires_grad=record)
+        out = inputs[0]._wrap(fn.forward(*[t.data for t in inputs], **attrs), device, requires_grad=record)
         if fn.returns_view:
             out._version = inputs[0]._version
         if record:

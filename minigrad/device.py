@@ -21,7 +21,7 @@ class Device:
         if kind == "cpu" and index not in ("", "0"):
             raise ValueError(f"unknown device {spec!r}; the CPU has no index")
         self.type = kind
-        self.index = int(index) if kind == "cuda" else None
+        self.index = int(index or 0) if kind == "cuda" else None  # "cuda" means "cuda:0"
 
     def __str__(self) -> str:
         return self.type if self.index in (None, 0) else f"{self.type}:{self.index}"

@@ -60,8 +60,11 @@ def get_dtype(spec) -> DType:
 
 
 def from_numpy_dtype(np_dtype) -> DType:
-    """The DType that stores arrays of `np_dtype`, mapping other ints to int64 and other floats to float32
-    is NOT done here: unsupported storage dtypes raise, so conversions stay explicit."""
+    """The DType of arrays of `np_dtype`. Unsupported storage types (int32, float16, ...) raise rather
+    than being mapped to a neighbour, so that conversions stay explicit."""
+    found = _BY_NP.get(np_dtype)  # the fast path: np_dtype is already a numpy.dtype we support
+    if found is not None:
+        return found
     np_dtype = np.dtype(np_dtype)
     if np_dtype not in _BY_NP:
         raise TypeError(f"arrays of dtype {np_dtype} are not supported; convert to one of "

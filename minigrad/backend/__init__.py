@@ -58,6 +58,8 @@ def available(device_type: str = "cpu") -> list[str]:
 
 def _preferences() -> list[dict[str, str]]:
     env = os.environ.get("MINIGRAD_BACKEND", "").strip()
+    if env:
+        _check_names(env, {}, source="MINIGRAD_BACKEND")
     return ([{"*": env}] if env else []) + _overrides
 
 
@@ -94,11 +96,12 @@ def selected(primitive: str, device="cpu") -> str:
     return dispatch(device).chosen_backend[primitive]
 
 
-def _check_names(backend: str | None, primitives: dict[str, str]) -> None:
+def _check_names(backend: str | None, primitives: dict[str, str], source: str = "use()") -> None:
     known = {name for entries in _registry.values() for _, name, _ in entries}
     for name in ([backend] if backend else []) + list(primitives.values()):
         if name not in known:
-            raise ValueError(f"unknown backend {name!r}; registered backends: {sorted(known)}")
+            raise ValueError(f"{source} names unknown backend {name!r}; available: {sorted(known)} "
+                             f"(a backend whose package or build is missing is not registered)")
     for prim in primitives:
         if prim not in PRIMITIVES:
             raise ValueError(f"unknown primitive {prim!r}")

@@ -77,7 +77,8 @@ def randn(gen, shape, dtype):
 
 
 def randint(gen, low, high, shape, dtype):
-    return gen.integers(low, high, size=shape, dtype=dtype)
+    # Drawn as int64 (NumPy draws no float integers), then cast: randint_like of a float tensor is float.
+    return gen.integers(low, high, size=shape, dtype=np.int64).astype(dtype, copy=False)
 
 
 # ---- elementwise, unary -----------------------------------------------------------------------
@@ -106,8 +107,9 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 
 def _erf(x):
-    # NumPy has no erf ufunc; math.erf per element is exact and fine for a reference.
-    return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
+    # NumPy has no erf ufunc; math.erf per element is exact and fine for a reference. (asarray, not
+    # .astype: on a 0-d input frompyfunc returns a Python float.)
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=x.dtype)
 
 
 def gelu_forward(x, approximate):
@@ -221,10 +223,15 @@ def broadcast_to(x, shape):
 
 
 def contiguous(x):
-    return np.ascontiguousarray(x)
+    return np.asarray(x, order="C")  # not np.ascontiguousarray, which turns a 0-d array into shape (1,)
 
 
 def getitem(x, index):
+    # A trailing `...` makes an all-integer index return a 0-d view instead of a NumPy scalar (a copy),
+    # so that writes through x[i] reach x; it changes nothing else.
+    index = index if isinstance(index, tuple) else (index,)
+    if not [item for item in index if item is Ellipsis]:  # (`any` is this module's primitive)
+        index = index + (Ellipsis,)
     return x[index]
 
 

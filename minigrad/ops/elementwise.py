@@ -17,6 +17,11 @@ def binary_operands(a, b, op: str, floating: bool = False) -> tuple[Tensor, Tens
     """Tensors of one dtype and device for a binary op; scalars take the other operand's dtype (int
     scalars with a float tensor stay float, float scalars with an int tensor give float32).
     `floating=True` (true division) promotes integer results to float32."""
+    if type(a) is Tensor and type(b) is Tensor and a.data.dtype == b.data.dtype and a.device is b.device \
+            and not (floating and a.data.dtype.kind != "f"):
+        if a.data.shape != b.data.shape:  # the common case first: same dtype and device
+            broadcast_shapes(a.shape, b.shape)
+        return a, b
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{op} needs at least one Tensor, got {type(a).__name__} and {type(b).__name__}")
     a = as_tensor_like(a, b)

@@ -385,7 +385,8 @@ def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
 def masked_fill(x: Tensor, mask: Tensor, value) -> Tensor:
     """x with `value` wherever the bool `mask` (broadcastable to x's shape) is True."""
     if not isinstance(mask, Tensor) or mask.dtype is not dtypes.bool_:
-        raise TypeError("masked_fill: mask must be a bool tensor")
+        raise TypeError(f"masked_fill: mask must be a bool tensor, got "
+                        f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
     if broadcast_shapes(x.shape, mask.shape) != x.shape:
         raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to {x.shape}")
     if isinstance(value, Tensor):
