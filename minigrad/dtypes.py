@@ -36,6 +36,7 @@ ALL_DTYPES = (float32, float64, int64, bool_)
 _BY_NAME = {d.name: d for d in ALL_DTYPES}
 _BY_NP = {d.np_dtype: d for d in ALL_DTYPES}
 _DEFAULT_FLOAT = float32
+_PYTHON_SCALARS = {bool: bool_, int: int64, float: _DEFAULT_FLOAT}
 
 
 def get_dtype(spec) -> DType:
@@ -75,6 +76,9 @@ def from_numpy_dtype(np_dtype) -> DType:
 def default_dtype_for(data) -> DType:
     """The dtype `minigrad.tensor(data)` picks when none is given, as in PyTorch: Python floats -> float32,
     ints -> int64, bools -> bool; NumPy arrays keep float64/float32/int64/bool, other ints become int64."""
+    scalar_type = type(data)
+    if scalar_type in _PYTHON_SCALARS:  # the fast path for `tensor * 2.0` and friends
+        return _PYTHON_SCALARS[scalar_type]
     arr = np.asarray(data)
     kind = arr.dtype.kind
     if kind == "b":
@@ -88,7 +92,9 @@ def default_dtype_for(data) -> DType:
     raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
 
 
+_PROMOTION_RANK = {bool_: 0, int64: 1, float32: 2, float64: 3}
+
+
 def promote_types(a: DType, b: DType) -> DType:
     """PyTorch's type promotion among the dtypes we have: bool < int64 < float32 < float64."""
-    order = (bool_, int64, float32, float64)
-    return a if order.index(a) >= order.index(b) else b
+    return a if _PROMOTION_RANK[a] >= _PROMOTION_RANK[b] else b
