@@ -1,0 +1,25 @@
+"""Shared pytest configuration: the hypothesis settings profiles.
+
+    HYPOTHESIS_PROFILE=ci        few examples, fixed seed, no example database: reproducible and fast
+    HYPOTHESIS_PROFILE=dev       the default outside CI: a few more random examples per run
+    HYPOTHESIS_PROFILE=thorough  many examples, for a long local run before a release
+
+Without HYPOTHESIS_PROFILE the profile is "ci" when the CI environment variable is set, else "dev".
+"""
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,  # same examples on every run of the same code
+    database=None,  # and no replay of failures saved by earlier runs
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("thorough", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
