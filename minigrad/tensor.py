@@ -129,7 +129,8 @@ class Tensor:
                 dtype = arg
         out = self
         if dtype is not None and dtypes.get_dtype(dtype) is not self.dtype:
-            out = _ops.Cast.apply(out, dtype=dtypes.get_dtype(dtype).np_dtype)
+            dtype = dtypes.get_dtype(dtype)  # an integer or bool result carries no gradient, as in PyTorch
+            out = _ops.Cast.apply(out if dtype.is_floating_point else out.detach(), dtype=dtype.np_dtype)
         if device is not None and Device(device) != self.device:
             out = _ops.to_device(out, Device(device))
         return out

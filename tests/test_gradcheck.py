@@ -179,6 +179,7 @@ KINK = dict(kink_gap=0.05)  # |v| >= 0.05, far beyond eps = 1e-6
 CASES += [
     Case("neg", unary(), lambda x: -x),
     Case("neg_fn", unary(), mg.neg),
+    Case("sign", unary(**KINK), lambda x: x.sign() * x),
     Case("abs", unary(**KINK), lambda x: x.abs()),
     Case("abs_builtin", unary(**KINK), lambda x: abs(x)),
     Case("exp", unary(), mg.exp),

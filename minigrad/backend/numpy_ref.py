@@ -163,10 +163,12 @@ def argmin(x, axis, keepdims):
     return np.argmin(x, axis=axis, keepdims=keepdims).astype(np.int64, copy=False)
 
 
-def _stable_max(x, axis):
-    # The row max, with -inf rows mapped to 0 so that x - max stays -inf (not nan) for them.
-    m = np.max(x, axis=axis, keepdims=True)
-    return np.where(np.isfinite(m), m, 0)
+def _stable_max(x, axis, keep_posinf=False):
+    # The row max, with -inf rows mapped to 0 so that x - max stays -inf (not nan) for them; +inf too,
+    # unless keep_posinf (softmax: inf - inf = nan makes the whole row nan, as in PyTorch; logsumexp is inf).
+    # initial=-inf: a row of no elements (an empty reduced dim) has max -inf, hence 0, instead of raising.
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    return np.where(m == -np.inf, 0, m) if keep_posinf else np.where(np.isfinite(m), m, 0)
 
 
 def logsumexp(x, axis, keepdims):
@@ -179,8 +181,8 @@ def logsumexp(x, axis, keepdims):
 def softmax_forward(x, axis):
     # Subtracting the row max makes every exponent <= 0: no overflow for any finite input.
     # A row of all -inf gives 0/0 = nan, as in PyTorch.
-    e = np.exp(x - _stable_max(x, axis))
     with np.errstate(invalid="ignore"):
+        e = np.exp(x - _stable_max(x, axis, keep_posinf=True))
         return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -190,8 +192,8 @@ def softmax_backward(dout, out, axis):
 
 
 def log_softmax_forward(x, axis):
-    shifted = x - _stable_max(x, axis)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # an all -inf row: -inf - log(0) = nan, as in PyTorch
+        shifted = x - _stable_max(x, axis, keep_posinf=True)
         return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 

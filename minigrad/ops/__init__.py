@@ -1,7 +1,7 @@
 """Differentiable ops, one Function class per op, grouped by family, and their public functions."""
 from minigrad.ops.elementwise import (
     Abs, Add, Cast, Clamp, Cos, Div, Exp, Gelu, Log, Maximum, Minimum, Mul, Neg, Pow, Relu, Rsqrt, Sigmoid,
-    Silu, Sin, Sqrt, Sub, Tanh, Where, abs, add, all, any, binary_operands, clamp, clip, cos, div, eq, exp,
+    Sign, Silu, Sin, Sqrt, Sub, Tanh, Where, abs, add, all, any, binary_operands, clamp, clip, cos, div, eq, exp,
     ge, gelu, gt, isfinite, le, log, logical_and, logical_not, logical_or, lt, maximum, minimum, mul, ne,
     neg, pow, relu, rsqrt, sigmoid, sign, silu, sin, sqrt, sub, tanh, where,
 )

@@ -96,10 +96,13 @@ class Pow(Function):
         a, b, out = self.saved_arrays
         bk = self.backend
         ga = gb = None
-        if self.needs_input_grad[0]:  # b * a^(b-1)
-            ga = unbroadcast(bk, bk.mul(grad, bk.mul(b, bk.pow(a, bk.sub(b, 1)))), tuple(a.shape))
-        if self.needs_input_grad[1]:  # a^b * log(a)
-            gb = unbroadcast(bk, bk.mul(grad, bk.mul(out, bk.log(a))), tuple(b.shape))
+        zero = bk.zeros((), grad.dtype)
+        if self.needs_input_grad[0]:  # b * a^(b-1); 0 where b == 0 (not 0 * 0^-1 = nan at a == 0), as in PyTorch
+            da = bk.where(bk.eq(b, 0), zero, bk.mul(b, bk.pow(a, bk.sub(b, 1))))
+            ga = unbroadcast(bk, bk.mul(grad, da), tuple(a.shape))
+        if self.needs_input_grad[1]:  # a^b * log(a); 0 where a == 0 and b >= 0 (not 0 * -inf = nan), as in PyTorch
+            db = bk.where(bk.logical_and(bk.eq(a, 0), bk.ge(b, 0)), zero, bk.mul(out, bk.log(a)))
+            gb = unbroadcast(bk, bk.mul(grad, db), tuple(b.shape))
         return ga, gb
 
 
@@ -159,6 +162,17 @@ class Neg(Function):
 
     def backward(self, grad):
         return self.backend.neg(grad)
+
+
+class Sign(Function):
+    """-1, 0 or 1. Differentiable for the graph's sake, as in PyTorch: its derivative is 0 everywhere
+    it exists, so a loss through sign() backpropagates zeros rather than failing."""
+
+    def forward(self, x):
+        return self.backend.sign(x)
+
+    def backward(self, grad):
+        return self.backend.zeros(grad.shape, grad.dtype)
 
 
 class Abs(Function):
@@ -265,10 +279,10 @@ class Relu(Function):
         self.save_for_backward(out)
         return out
 
-    def backward(self, grad):  # the subgradient 0 at x == 0, as in PyTorch
+    def backward(self, grad):  # the subgradient 0 at x == 0; a nan passes the gradient, as in PyTorch
         (out,) = self.saved_arrays
         bk = self.backend
-        return bk.where(bk.gt(out, 0), grad, bk.zeros((), grad.dtype))
+        return bk.where(bk.le(out, 0), bk.zeros((), grad.dtype), grad)
 
 
 class Gelu(Function):
@@ -445,8 +459,10 @@ def clamp(x, min=None, max=None) -> Tensor:
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = x if min is None else maximum(x, min)
-        return out if max is None else minimum(out, max)
+        # where() rather than maximum/minimum: at x == bound the gradient goes to x, as in PyTorch (maximum
+        # would split it); `b != b` keeps the nan of a nan bound, as maximum/minimum do.
+        out = x if min is None else where((x < min) | (min != min), min, x)
+        return out if max is None else where((out > max) | (max != max), max, out)
     return Clamp.apply(x, lo=min, hi=max)
 
 
@@ -499,8 +515,8 @@ def logical_not(x) -> Tensor:
 
 
 def sign(x) -> Tensor:
-    """-1, 0 or 1 (not differentiable: its derivative is 0 almost everywhere)."""
-    return _elementwise_nondiff("sign", x)
+    """-1, 0 or 1 (its gradient is 0)."""
+    return Sign.apply(x)
 
 
 def isfinite(x) -> Tensor:

@@ -301,8 +301,17 @@ def normalize_index(x: Tensor, index) -> tuple[tuple, bool]:
 
 def getitem(x: Tensor, index) -> Tensor:
     """x[index] with PyTorch/NumPy semantics: ints, slices (with steps), None, ..., integer arrays and
-    bool masks. Gradients of repeated indices accumulate."""
+    bool masks. Gradients of repeated indices accumulate.
+
+    Where the two differ, PyTorch wins: with integer arrays, plain ints are applied first (as a select),
+    so they do not decide where the array dims go: x[0, :, [1, 2]] of a (4, 5, 6) tensor is (5, 2), not
+    NumPy's (2, 5)."""
     index, advanced = normalize_index(x, index)
+    is_int = [isinstance(it, int) and not isinstance(it, bool) for it in index]
+    if advanced and any(is_int):
+        ints_only = tuple(it if i or it is None or it is Ellipsis else slice(None) for it, i in zip(index, is_int))
+        x = GetItem.apply(x, index=ints_only, advanced=False)
+        index = tuple(slice(None) if it is None else it for it, i in zip(index, is_int) if not i)
     return GetItem.apply(x, index=index, advanced=advanced)
 
 
@@ -360,10 +369,13 @@ def split(x: Tensor, split_size_or_sections, dim: int = 0) -> tuple[Tensor, ...]
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
-    """Split into `chunks` pieces of ceil(n / chunks) (fewer pieces when n is small)."""
+    """Split into `chunks` pieces of ceil(n / chunks) (fewer pieces when n is small; `chunks` empty
+    pieces when n is 0, as in PyTorch)."""
     if chunks <= 0:
         raise ValueError(f"chunk: chunks must be positive, got {chunks}")
     n = x.shape[normalize_dim(dim, x.ndim)]
+    if n == 0:
+        return split(x, [0] * chunks, dim)
     return split(x, max(1, -(-n // chunks)), dim)
 
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from minigrad import dtypes
 from minigrad.autograd import Function
 from minigrad.backend import dispatch
+from minigrad.ops.elementwise import where
 from minigrad.ops.movement import gather
 from minigrad.ops.shapes import normalize_dim, normalize_dims
 from minigrad.tensor import Tensor
@@ -144,8 +145,11 @@ def var(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiase
 
 
 def std(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiased=None) -> Tensor:
-    """Standard deviation: sqrt(var)."""
-    return var(x, dim, correction, keepdim, unbiased).sqrt()
+    """Standard deviation: sqrt(var). Where the std is 0 (a constant slice) its gradient is 0, as in
+    PyTorch, not the inf * 0 = nan of a plain sqrt: the sqrt there reads 1 instead, and is not selected."""
+    v = var(x, dim, correction, keepdim, unbiased)
+    is_zero = v == 0
+    return where(is_zero, 0.0, where(is_zero, 1.0, v).sqrt())
 
 
 def _extreme(x: Tensor, dim, keepdim: bool, smallest: bool):
@@ -188,12 +192,15 @@ def amin(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 
 
 def _arg_extreme(primitive: str, x: Tensor, dim, keepdim: bool) -> Tensor:
-    if x.numel() == 0:
-        raise ValueError(f"{primitive}() of an empty tensor (shape {x.shape})")
     axis = None if dim is None else normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         axis = None
-    array = getattr(dispatch(x.device), primitive)(x.data, axis, keepdim and axis is not None)
+    if x.numel() == 0 if axis is None else x.shape[axis] == 0:  # other empty dims just give an empty result
+        raise ValueError(f"{primitive}() over an empty dim of a tensor of shape {x.shape}")
+    backend = dispatch(x.device)
+    array = getattr(backend, primitive)(x.data, axis, keepdim and axis is not None)
+    if axis is None and keepdim:  # over all dims with keepdim: every dim kept with size 1, as in PyTorch
+        array = backend.reshape(array, (1,) * x.ndim)
     return Tensor._wrap(array, x.device)
 
 
