@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import importlib
 import math
+import pathlib
 import pkgutil
 import re
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -29,57 +30,11 @@ import minigrad as mg
 from minigrad.autograd import Function
 from minigrad.testing import GradcheckError, arrays, broadcastable_shapes, dims, gradcheck, shapes
 
-# ---- helpers -------------------------------------------------------------------------------------
-
-
-def leaf(values, requires_grad: bool = True) -> mg.Tensor:
-    """A float64 tensor holding a copy of `values`."""
-    return mg.tensor(np.asarray(values, dtype=np.float64), dtype=mg.float64, requires_grad=requires_grad)
-
-
-def away_from(values: np.ndarray, points, gap: float) -> np.ndarray:
-    """`values` with every element closer than `gap` to one of `points` pushed out to point +- gap."""
-    values = np.array(values, dtype=np.float64)
-    for p in points:
-        near = np.abs(values - p) < gap
-        values[near] = p + np.where(values[near] >= p, gap, -gap)
-    return values
-
-
-def derive_shape(draw, full: tuple) -> tuple:
-    """A shape that broadcasts to `full`: leading dims dropped, some sizes set to 1."""
-    start = draw(st.integers(0, len(full)))
-    return tuple(1 if draw(st.booleans()) else n for n in full[start:])
-
-
-def reduced_count(shape: tuple, dim) -> int:
-    """How many elements a reduction over `dim` (None, int or tuple) combines."""
-    if dim is None or not shape:
-        return math.prod(shape)
-    axes = {d % len(shape) for d in ((dim,) if isinstance(dim, int) else dim)}
-    return math.prod(shape[a] for a in axes)
-
-
-SHAPE = shapes(0, 3, 1, 3)  # up to 27 elements
-NONEMPTY_SHAPE = shapes(1, 3, 1, 3)
-
-
-def draw_leaf(draw, shape, **array_kw) -> mg.Tensor:
-    return leaf(draw(arrays(shape, **array_kw)))
-
+from gradcheck_support import (  # noqa: E402  (tests/ is on sys.path under pytest)
+    NONEMPTY_SHAPE, SHAPE, Case, away_from, derive_shape, draw_leaf, leaf, reduced_count,
+)
 
 # ---- the table -----------------------------------------------------------------------------------
-
-
-class Case(NamedTuple):
-    name: str
-    build: Callable  # build(draw) -> tuple of arguments for fn
-    fn: Callable  # the function under test
-    marks: tuple = ()
-
-    def strategy(self):
-        return st.composite(lambda draw: self.build(draw))()
-
 
 CASES: list[Case] = []
 
@@ -570,6 +525,12 @@ def _(draw):
 def _(draw):
     t, d = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     return draw_leaf(draw, (t, d)), draw_leaf(draw, (t, d)), draw_leaf(draw, (t, d))
+
+
+# ---- rows of later op families: tests/gradcases_<family>.py, each defining CASES ---------------------------
+
+for _path in sorted(pathlib.Path(__file__).parent.glob("gradcases_*.py")):
+    CASES += importlib.import_module(_path.stem).CASES
 
 
 # ---- the tests -------------------------------------------------------------------------------------------
