@@ -139,3 +139,74 @@ def fwd_bwd_tiny(side, n):
         w.grad = None
         return out, gx, gw
     return step
+
+
+def _seeded_state(module, seed):
+    """Seeded NumPy values for every entry of a module's state_dict (both sides get the same weights;
+    a uniform +-1/sqrt(fan) keeps activations of deep stacks in range)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, value in module.state_dict().items():
+        shape = tuple(value.shape)
+        fan = shape[-1] if len(shape) > 1 else max(shape[0], 1) if shape else 1
+        if "running_var" in name:
+            state[name] = np.ones(shape, np.float32)
+        elif "num_batches" in name:
+            state[name] = np.zeros(shape, np.int64)
+        else:
+            state[name] = rng.uniform(-1, 1, shape).astype(np.float32) / np.float32(np.sqrt(fan))
+    return state
+
+
+def _layer_step(side, build, x, seed):
+    """forward + backward of `build(nn)` on input x with loss mean(out^2); returns the loss and every
+    parameter gradient (the same code runs on minigrad and on torch)."""
+    lib = _lib(side)
+    module = build(lib.nn)
+    state = _seeded_state(module, seed)
+    module.load_state_dict({k: lib.from_numpy(v) for k, v in state.items()})
+    X = lib.from_numpy(x)
+    params = list(module.parameters())
+
+    def step():
+        out = module(X)
+        out = out[0] if isinstance(out, tuple) else out
+        loss = (out * out).mean()
+        loss.backward()
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        return (loss, *grads)
+    return step
+
+
+@case("conv2d_step", refs=("torch",), sizes=[dict(batch=32, size=32)], quick=[dict(batch=4, size=16)],
+      label="B={batch} {size}x{size} 3-16-32", tol=1e-3)
+def conv2d_step(side, batch, size):
+    """forward + backward of Conv2d(3->16, 3x3) -> ReLU -> Conv2d(16->32, 3x3), padding 1."""
+    build = lambda nn: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),  # noqa: E731
+                                     nn.Conv2d(16, 32, 3, padding=1))
+    return _layer_step(side, build, _randn(batch, 3, size, size, seed=12), seed=13)
+
+
+@case("lstm_step", refs=("torch",), sizes=[dict(seq=64, batch=32, d_in=64, hidden=128)],
+      quick=[dict(seq=8, batch=4, d_in=16, hidden=32)], label="T={seq} B={batch} {d_in}->{hidden}", tol=1e-3)
+def lstm_step(side, seq, batch, d_in, hidden):
+    """forward + backward of a one-layer LSTM over a (T, B, d_in) sequence."""
+    return _layer_step(side, lambda nn: nn.LSTM(d_in, hidden), _randn(seq, batch, d_in, seed=14), seed=15)
+
+
+@case("encoder_layer_step", refs=("torch",), sizes=[dict(batch=12, seq=64, d=128, heads=4)],
+      quick=[dict(batch=2, seq=16, d=32, heads=4)], label="B={batch} T={seq} d={d} h={heads}", tol=1e-3)
+def encoder_layer_step(side, batch, seq, d, heads):
+    """forward + backward of a TransformerEncoderLayer (pre-LN, GELU, ffn 4d, no dropout), causal mask."""
+    lib = _lib(side)
+    mask = lib.from_numpy(np.triu(np.full((seq, seq), -np.inf, np.float32), 1))
+
+    def build(nn):
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        forward = layer.forward
+        layer.forward = lambda x: forward(x, src_mask=mask)
+        return layer
+    return _layer_step(side, build, _randn(batch, seq, d, seed=16), seed=17)

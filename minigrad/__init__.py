@@ -8,7 +8,7 @@
 Layers: user code -> Tensor (tensor.py) -> Function (autograd.py, ops/) -> backend primitive
 (backend/) -> kernel. See README.md for a tour.
 """
-from minigrad import backend, viz
+from minigrad import backend, nn, optim, viz
 from minigrad.autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.creation import (
     arange, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
@@ -32,3 +32,6 @@ double = float64
 long = int64
 
 __version__ = "0.1.0"
+
+from minigrad import data, metrics  # noqa: E402
+from minigrad.io import load, load_checkpoint, save, save_checkpoint  # noqa: E402

@@ -203,35 +203,74 @@ def _topological_order(root) -> list:
     return order
 
 
+class IndexedGrad:
+    """A gradient that is zero except at `index`: what `x[index]` sends back to x. The backward pass adds
+    `values` into x's gradient buffer in place, so that reading n slices of a tensor (the time steps of
+    an RNN) costs O(size + total slice size) in backward, not the O(n * size) of n dense zero arrays."""
+
+    __slots__ = ("index", "values")
+
+    def __init__(self, index: tuple, values):
+        self.index, self.values = index, values
+
+
+class _GradBuffers:
+    """The gradients accumulated so far for each tensor of the backward pass. A buffer the pass
+    allocated itself ("owned") may be updated in place; one returned by a backward() may be shared
+    (Add hands the same array to both inputs), so it is copied before its first in-place update."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.arrays: dict[int, tuple[object, bool]] = {}  # id(tensor) -> (array, owned)
+
+    def add(self, tensor, grad) -> None:
+        key, bk = id(tensor), self.backend
+        array, owned = self.arrays.get(key, (None, False))
+        if isinstance(grad, IndexedGrad):
+            if array is None:
+                array = bk.zeros(tensor.data.shape, tensor.data.dtype)
+            elif not owned:
+                array = bk.astype(array, tensor.data.dtype)  # a private copy
+            bk.index_add_(array, grad.index, grad.values)
+            self.arrays[key] = (array, True)
+            return
+        if tuple(grad.shape) != tensor.shape:
+            raise RuntimeError(f"internal error: a backward returned a gradient of shape {tuple(grad.shape)} "
+                               f"for an input of shape {tensor.shape}")
+        self.arrays[key] = (grad, False) if array is None else (bk.add(array, grad), True)
+
+    def pop(self, tensor):
+        """(array, owned) for `tensor`, or (None, False) if no gradient reached it."""
+        return self.arrays.pop(id(tensor), (None, False))
+
+
 def run_backward(root, grad, retain_graph: bool) -> None:
     """Propagate `grad` (an array shaped like `root`) from `root` to every leaf that requires grad,
-    accumulating into the leaves' `.grad`."""
+    accumulating into the leaves' `.grad` once all their contributions are summed."""
     order = _topological_order(root)
     if not order:  # root is itself a leaf
-        root._accumulate_grad(grad)
+        root._accumulate_grad(grad, owned=False)
         return
-    pending = {id(root): grad}
+    buffers = _GradBuffers(root._ctx.backend)
+    buffers.add(root, grad)
+    leaves = {}
     for tensor in order:
-        grad = pending.pop(id(tensor), None)
+        grad, owned = buffers.pop(tensor)
         if grad is None:
             continue
         if tensor._retains_grad:
-            tensor._accumulate_grad(grad)
+            tensor._accumulate_grad(grad, owned=False)
         fn = tensor._ctx
         input_grads = fn.backward(grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         for parent, parent_grad, needed in zip(fn.parents, input_grads, fn.needs_input_grad):
-            if not needed or parent_grad is None:
-                continue
-            if tuple(parent_grad.shape) != parent.shape:
-                raise RuntimeError(f"internal error: {fn.name} returned a gradient of shape "
-                                   f"{tuple(parent_grad.shape)} for an input of shape {parent.shape}")
-            if parent._ctx is None:
-                parent._accumulate_grad(parent_grad)
-            elif id(parent) in pending:
-                pending[id(parent)] = fn.backend.add(pending[id(parent)], parent_grad)
-            else:
-                pending[id(parent)] = parent_grad
+            if needed and parent_grad is not None:
+                buffers.add(parent, parent_grad)
+                if parent._ctx is None:
+                    leaves[id(parent)] = parent
         if not retain_graph:
             fn.release()
+    for leaf in leaves.values():
+        grad, owned = buffers.pop(leaf)
+        leaf._accumulate_grad(grad, owned)

@@ -179,10 +179,13 @@ class Tensor:
             grad = gradient.data
         run_backward(self, grad, retain_graph)
 
-    def _accumulate_grad(self, grad_array) -> None:
+    def _accumulate_grad(self, grad_array, owned: bool) -> None:
+        """Add a gradient into `.grad`; `owned` says the array is private to the backward pass, else it
+        is copied first (it may be shared with other gradients, or be a read-only view)."""
         backend = dispatch(self.device)
-        if self.grad is None:  # a copy: the array may be shared with other gradients or be a view
-            self.grad = Tensor._wrap(backend.astype(grad_array, self.data.dtype), self.device)
+        if self.grad is None:
+            self.grad = Tensor._wrap(grad_array if owned else backend.astype(grad_array, self.data.dtype),
+                                     self.device)
         else:
             self.grad = Tensor._wrap(backend.add(self.grad.data, grad_array), self.device)
 

@@ -71,6 +71,8 @@ def _build(device_type: str) -> DispatchTable:
     choice = {}
     for prim in PRIMITIVES:
         providers = [(name, module) for _, name, module in entries if hasattr(module, prim)]
+        if not providers:  # only while a primitive is being added; tests require numpy_ref to have all
+            continue
         pick = providers[0]
         for prefs in _preferences():  # later (inner) preferences win
             wanted = prefs.get(prim, prefs.get("*"))

@@ -67,8 +67,8 @@ PRIMITIVES = {
     "broadcast_to": "broadcast_to(x, shape) -> a read-only view",
     "contiguous": "contiguous(x) -> x itself if C-contiguous, else a C-contiguous copy",
     "getitem": "getitem(x, index) -> x[index] (basic index -> view, advanced index -> copy)",
-    "index_add": "index_add(shape, index, values, dtype) -> zeros(shape) with values added at x[index],"
-                 " accumulating repeated indices",
+    "index_add_": "index_add_(out, index, values) -> None; out[index] += values in place, accumulating "
+                  "repeated indices",
     "setitem_": "setitem_(x, index, values) -> None; x[index] = values in place",
     "concatenate": "concatenate(arrays, axis)",
     "pad": "pad(x, pad_width, value) -> x padded with a constant; pad_width as in numpy.pad",
@@ -79,6 +79,35 @@ PRIMITIVES = {
     "tile": "tile(x, reps) -> x repeated reps[i] times along dim i (torch.repeat)",
     "nonzero": "nonzero(x) -> tuple of int64 index arrays, one per dim",
     "isfinite": "isfinite(x) -> bool", "any": "any(x) -> Python bool", "all": "all(x) -> Python bool",
+    # ---- neural-network kernels (shapes: N batch, C channels, H/W spatial, T time, D features) ---------
+    "conv2d_forward": "conv2d_forward(x (N,C,H,W), weight (O,C/groups,kh,kw), stride (sh,sw), padding "
+                      "((top,bottom),(left,right)), dilation (dh,dw), groups) -> out (N,O,Ho,Wo), no bias",
+    "conv2d_backward": "conv2d_backward(dout, x, weight, stride, padding, dilation, groups) -> (dx, dweight)",
+    "max_pool2d_forward": "max_pool2d_forward(x (N,C,H,W), kernel (kh,kw), stride, padding (ph,pw), dilation, "
+                          "ceil_mode) -> (out, argmax): argmax holds each max's flat index into H*W",
+    "max_pool2d_backward": "max_pool2d_backward(dout, argmax, input_shape) -> dx (scatter-add to the argmax)",
+    "avg_pool2d_forward": "avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad) -> out",
+    "avg_pool2d_backward": "avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, "
+                           "count_include_pad) -> dx",
+    "layer_norm_forward": "layer_norm_forward(x (R,D), weight (D,) or None, bias (D,) or None, eps) -> "
+                          "(out (R,D), mean (R,), rstd (R,)): normalization over the last dim",
+    "layer_norm_backward": "layer_norm_backward(dout, x, weight, mean, rstd) -> (dx, dweight, dbias); "
+                           "dweight/dbias are None when weight/bias are",
+    "embedding_forward": "embedding_forward(weight (V,D), indices int64 (*)) -> out (*, D)",
+    "embedding_backward": "embedding_backward(dout (*, D), indices (*), num_embeddings, padding_idx) -> "
+                          "dweight (V,D): scatter-add, repeated indices accumulate, padding_idx row stays 0",
+    "dropout_forward": "dropout_forward(gen, x, p) -> (out, mask): mask = bool keep-mask (rand >= p), "
+                       "out = x * mask / (1 - p)",
+    "dropout_backward": "dropout_backward(dout, mask, p) -> dout * mask / (1 - p)",
+    "cross_entropy_forward": "cross_entropy_forward(logits (N,C), targets int64 (N,), ignore_index, "
+                             "label_smoothing) -> (losses (N,), logprobs (N,C)); ignored rows have loss 0",
+    "cross_entropy_backward": "cross_entropy_backward(dlosses (N,), logprobs, targets, ignore_index, "
+                              "label_smoothing) -> dlogits (N,C)",
+    "attention_forward": "attention_forward(q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,Dv), bias, is_causal, scale) "
+                         "-> (out (B,H,Tq,Dv), lse (B,H,Tq)): softmax(q k^T * scale + bias) v; bias is an "
+                         "additive float mask broadcastable to (B,H,Tq,Tk) or None; is_causal masks key j > "
+                         "query i (top-left aligned, as torch); lse = logsumexp of each score row",
+    "attention_backward": "attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale) -> (dq, dk, dv)",
 }
 
 

@@ -237,10 +237,17 @@ def getitem(x, index):
     return x[index]
 
 
-def index_add(shape, index, values, dtype):
-    out = np.zeros(shape, dtype=dtype)
-    np.add.at(out, index, values)  # unbuffered: repeated indices accumulate
-    return out
+def index_add_(out, index, values):
+    if _has_index_array(index):
+        np.add.at(out, index, values)  # unbuffered: repeated indices accumulate
+    else:
+        out[index] += values  # a basic index selects each element at most once
+
+
+def _has_index_array(index) -> bool:
+    """Whether a normalized index holds an integer array (NumPy's "advanced" indexing)."""
+    return isinstance(index, np.ndarray) or (isinstance(index, tuple) and
+                                             [i for i in index if isinstance(i, np.ndarray)] != [])
 
 
 def setitem_(x, index, values):
@@ -290,3 +297,302 @@ def any(x):
 
 def all(x):
     return bool(np.all(x))
+
+
+# ---- layer norm, embedding, dropout ----------------------------------------------------------------
+
+
+def layer_norm_forward(x, weight, bias, eps):
+    # Each row of x (R, D) is normalized on its own: xhat = (x - mean) * rstd with rstd = 1/sqrt(var + eps)
+    # (the biased variance), then scaled and shifted: out = xhat * weight + bias. mean and rstd (R,) are
+    # returned so that backward need not recompute them.
+    mean = np.mean(x, axis=-1)
+    centered = x - mean[:, None]
+    rstd = 1 / np.sqrt(np.mean(centered * centered, axis=-1) + eps)
+    out = centered * rstd[:, None]
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out, mean, rstd
+
+
+def layer_norm_backward(dout, x, weight, mean, rstd):
+    # With g = dout * weight (the gradient reaching xhat), one pass over each row gives
+    #   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)):
+    # the two means remove the components along the directions that normalization projects out (a
+    # shift of the whole row, and a scaling of it). The affine gradients sum over the rows:
+    # dweight = sum(dout * xhat), dbias = sum(dout). The kernel is not told whether there is a bias,
+    # so dbias is always returned (the op drops it when there is none).
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    g = dout if weight is None else dout * weight
+    dx = rstd[:, None] * (g - np.mean(g, axis=-1, keepdims=True)
+                          - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    dweight = None if weight is None else np.sum(dout * xhat, axis=0)
+    return dx, dweight, np.sum(dout, axis=0)
+
+
+def embedding_forward(weight, indices):
+    # A lookup: row indices[...] of the table, so out has shape indices.shape + (D,).
+    return np.take(weight, indices, axis=0)
+
+
+def embedding_backward(dout, indices, num_embeddings, padding_idx):
+    # The transpose of the lookup: every output row adds its gradient into the table row it was read
+    # from. np.add.at is unbuffered, so a row read several times accumulates all its gradients. The
+    # padding row gets no gradient: it stays a fixed (usually zero) vector.
+    dim = dout.shape[-1]
+    dweight = np.zeros((num_embeddings, dim), dtype=dout.dtype)
+    np.add.at(dweight, np.reshape(indices, -1), np.reshape(dout, (-1, dim)))
+    if padding_idx is not None:
+        dweight[padding_idx] = 0
+    return dweight
+
+
+def _dropout_scale(p):
+    # Kept elements are scaled by 1/(1 - p) so the expected output equals x ("inverted dropout", no
+    # rescaling at eval time). p == 1 keeps nothing: the scale is 0 rather than 1/0.
+    return 0.0 if p == 1 else 1 / (1 - p)
+
+
+def dropout_forward(gen, x, p):
+    # Each element is kept independently with probability 1 - p: a uniform draw u in [0, 1) keeps it
+    # when u >= p. The bool mask is returned for backward.
+    mask = gen.random(x.shape) >= p
+    return x * mask * _dropout_scale(p), mask
+
+
+def dropout_backward(dout, mask, p):
+    # The forward is linear in x with the same mask and scale, so the gradient is masked and scaled alike.
+    return dout * mask * _dropout_scale(p)
+
+
+# ---- attention (scaled dot-product) -------------------------------------------------------------
+# out = softmax(S) v with scores S = q k^T * scale + bias (+ -inf above the diagonal if causal).
+# The (B, H, Tq, Tk) scores are materialized, one batched matmul over (B, H) for all heads at once:
+# simple, and fast enough at the sequence lengths of the examples. FlashAttention computes the same
+# thing in tiles without ever storing S; like it, forward keeps only the per-row logsumexp `lse`
+# (not the (Tq, Tk) probabilities), and backward recomputes P = exp(S - lse) from it.
+#
+# A row whose keys are all masked (scores all -inf) has no softmax (0 / 0); as torch's
+# scaled_dot_product_attention, it attends to nothing: its probabilities, its output and its
+# gradients are 0. Its lse is -inf, which is why the shift below reads 0 there.
+
+
+def _attention_scores(q, k, bias, is_causal, scale):
+    # (B, H, Tq, D) @ (B, H, D, Tk) -> (B, H, Tq, Tk), a fresh array that is then edited in place.
+    s = np.matmul(q, np.swapaxes(k, -1, -2))
+    s *= scale
+    if bias is not None:
+        s += bias  # broadcasts over (B, H, Tq, Tk)
+    if is_causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
+        tq, tk = s.shape[-2:]
+        s[..., np.triu(np.ones((tq, tk), dtype=bool), k=1)] = -np.inf
+    return s
+
+
+def _lse_shift(lse):
+    # The row offset that turns scores into log-probabilities: lse, or 0 for fully masked rows.
+    return np.where(lse == -np.inf, 0, lse)[..., None]
+
+
+def attention_forward(q, k, v, bias, is_causal, scale):
+    s = _attention_scores(q, k, bias, is_causal, scale)
+    m = _stable_max(s, -1)  # the row max (0 for fully masked rows): every exponent is <= 0
+    p = np.exp(s - m, out=s)
+    rowsum = np.sum(p, axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: the lse of a fully masked row
+        lse = (m + np.log(rowsum))[..., 0]
+    p /= np.where(rowsum == 0, 1, rowsum)  # fully masked rows stay all 0
+    return np.matmul(p, v), lse
+
+
+def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
+    # P = exp(S - lse) is softmax(S), recomputed. Then, with dP = dout v^T, the softmax backward along
+    # each row is dS = P * (dP - sum_j P_j dP_j); the row sum needs no (Tq, Tk) product, because
+    # sum_j P_ij dP_ij = sum_j P_ij sum_d dout_id v_jd = sum_d dout_id out_id (out = P v): it is
+    # rowsum(dout * out), a (Tq, Dv) product (the FlashAttention identity).
+    s = _attention_scores(q, k, bias, is_causal, scale)
+    p = np.exp(s - _lse_shift(lse), out=s)
+    dv = np.matmul(np.swapaxes(p, -1, -2), dout)
+    dp = np.matmul(dout, np.swapaxes(v, -1, -2))
+    ds = p * (dp - np.sum(dout * out, axis=-1, keepdims=True))
+    ds *= scale  # S = scale * q k^T: the scale goes into both dq and dk
+    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+
+
+# ---- cross-entropy (fused with log-softmax) -----------------------------------------------------------
+
+
+def cross_entropy_forward(logits, targets, ignore_index, label_smoothing):
+    # Per row of logits (N, C) with target class y (PyTorch's definition of label smoothing ls):
+    #   logp = log_softmax(x)               (the row max is subtracted first: stable for any |x|)
+    #   loss = (1 - ls) * -logp[y] + ls * mean_c(-logp[c])
+    # A row whose target is ignore_index reads class 0 (any valid index would do) and gets loss 0.
+    logprobs = log_softmax_forward(logits, 1)
+    ignored = targets == ignore_index
+    safe = np.where(ignored, 0, targets)
+    nll = -np.take_along_axis(logprobs, safe[:, None], axis=1)[:, 0]
+    if label_smoothing:
+        nll = (1 - label_smoothing) * nll - label_smoothing * np.mean(logprobs, axis=1)
+    return np.where(ignored, 0, nll).astype(logits.dtype, copy=False), logprobs
+
+
+def cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoothing):
+    # d loss / d logits = softmax(x) - q, where q is the target distribution the loss compares to:
+    # q = (1 - ls) * onehot(y) + ls / C. Ignored rows get exactly 0 (np.where, so that an inf or nan
+    # upstream gradient, e.g. the mean over zero valid rows, does not leak into them).
+    n, c = logprobs.shape
+    ignored = targets == ignore_index
+    dlogits = np.exp(logprobs)
+    dlogits[np.arange(n), np.where(ignored, 0, targets)] -= 1 - label_smoothing
+    if label_smoothing:
+        dlogits -= label_smoothing / c
+    return np.where(ignored[:, None], 0, dlogits * dlosses[:, None]).astype(logprobs.dtype, copy=False)
+
+
+# ---- convolution and pooling --------------------------------------------------------------------
+# One strided view carries all four kernels: `_windows` shows a padded (N, C, Hp, Wp) array as the
+# (N, C, kh, kw, Ho, Wo) array of its receptive fields, without copying. Forward passes reduce over the
+# window axes (a matmul for conv2d, argmax / sum for pooling). Backward passes are the adjoint of that
+# view, `_col2im`: each of the kh*kw kernel offsets scatter-adds its gradients back onto the strided
+# grid of input positions it was read from (a loop over kernel offsets, never over pixels).
+
+
+def _windows(xp, kernel, stride, dilation):
+    """Read-only view (N, C, kh, kw, Ho, Wo) of xp (N, C, Hp, Wp):
+    view[n, c, a, b, i, j] = xp[n, c, i*sh + a*dh, j*sw + b*dw] (window (i, j), kernel offset (a, b))."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    n, c, hp, wp = xp.shape
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    sn, sc, sy, sx = xp.strides
+    return np.lib.stride_tricks.as_strided(xp, (n, c, kh, kw, ho, wo), (sn, sc, sy * dh, sx * dw, sy * sh, sx * sw),
+                                           writeable=False)
+
+
+def _col2im(cols, padded_shape, stride, dilation):
+    """The adjoint of `_windows`: a zero (N, C, Hp, Wp) array with every cols[n, c, a, b, i, j] (any
+    strides, broadcast views too) added at the position the window view read it from."""
+    _, _, kh, kw, ho, wo = cols.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out = np.zeros(padded_shape, dtype=cols.dtype)
+    for a in range(kh):
+        for b in range(kw):  # within one offset the positions are distinct, so += is a scatter-add
+            out[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += cols[:, :, a, b]
+    return out
+
+
+def _pad_hw(x, widths, value=0):
+    """x (N, C, H, W) padded by widths ((top, bottom), (left, right)) with `value`; x itself if no padding."""
+    if not np.any(widths):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), *widths), mode="constant", constant_values=value)
+
+
+def _im2col(x, kernel, stride, padding, dilation, groups):
+    """cols (g, C/g * kh * kw, N * Ho * Wo): one column per output pixel (of every image) holding its
+    receptive field in each group's channels, a copy of the window view; and (Ho, Wo)."""
+    win = _windows(_pad_hw(x, padding), kernel, stride, dilation)  # (N, C, kh, kw, Ho, Wo)
+    n, c, kh, kw, ho, wo = win.shape
+    win = win.reshape(n, groups, c // groups, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6)
+    return np.ascontiguousarray(win).reshape(groups, -1, n * ho * wo), (ho, wo)
+
+
+def conv2d_forward(x, weight, stride, padding, dilation, groups):
+    # im2col + one matmul per group: out[g] (O/g, N*Ho*Wo) = weight[g] (O/g, K) @ cols[g] (K, N*Ho*Wo).
+    o = weight.shape[0]
+    cols, (ho, wo) = _im2col(x, weight.shape[2:], stride, padding, dilation, groups)
+    out = np.matmul(weight.reshape(groups, o // groups, -1), cols)
+    return np.ascontiguousarray(out.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
+
+
+def conv2d_backward(dout, x, weight, stride, padding, dilation, groups):
+    # With out[g] = W[g] @ cols[g]: dW[g] = dout[g] @ cols[g]^T and dcols[g] = W[g]^T @ dout[g]; dx is
+    # dcols scattered back through the window map (col2im), with the padding cropped off.
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    cols, (ho, wo) = _im2col(x, (kh, kw), stride, padding, dilation, groups)  # recomputed, not cached
+    dout_g = dout.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)  # (g, O/g, N*Ho*Wo)
+    dweight = np.matmul(dout_g, cols.transpose(0, 2, 1)).reshape(weight.shape)
+    dcols = np.matmul(weight.reshape(groups, o // groups, -1).transpose(0, 2, 1), dout_g)  # (g, K, N*Ho*Wo)
+    dcols = dcols.reshape(c, kh, kw, n, ho, wo).transpose(3, 0, 1, 2, 4, 5)  # the window layout (a view)
+    (top, bottom), (left, right) = padding
+    dxp = _col2im(dcols, (n, c, top + h + bottom, left + w + right), stride, dilation)
+    return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w]), dweight
+
+
+def _pool_geometry(hw, kernel, stride, padding, dilation, ceil_mode):
+    """PyTorch's pooling output size per spatial dim, and the ((before, after), ...) padding whose window
+    view has exactly that size: `padding` on both sides, more after for ceil_mode's last partial window."""
+    sizes, widths = [], []
+    for size, k, s, p, d in zip(hw, kernel, stride, padding, dilation):
+        span = d * (k - 1) + 1
+        out = (size + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= size + p:  # the last window must start inside the input or left pad
+            out -= 1
+        sizes.append(out)
+        widths.append((p, int(np.maximum(p, (out - 1) * s + span - size - p))))  # (max is this module's)
+    return tuple(sizes), tuple(widths)
+
+
+def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
+    # Pad with -inf (never the max), take each window's argmax over its kh*kw elements (the first at
+    # ties, as PyTorch), and turn that window-local offset (a, b) into a flat index into the H*W plane.
+    n, c, h, w = x.shape
+    (ho, wo), widths = _pool_geometry((h, w), kernel, stride, padding, dilation, ceil_mode)
+    win = _windows(_pad_hw(x, widths, -np.inf), kernel, stride, dilation)
+    flat = win.reshape(n, c, -1, ho, wo)  # (N, C, kh*kw, Ho, Wo), a copy
+    local = np.argmax(flat, axis=2)
+    out = np.take_along_axis(flat, local[:, :, None], axis=2)[:, :, 0]
+    a, b = np.divmod(local, kernel[1])
+    rows = np.arange(ho)[:, None] * stride[0] - padding[0]  # each window's top-left corner in the input
+    cols = np.arange(wo)[None, :] * stride[1] - padding[1]
+    # A window whose max is -inf (all its real elements are -inf) may have picked a padding element;
+    # PyTorch points it at the window's first real element instead.
+    all_neg_inf = out == -np.inf
+    if np.any(all_neg_inf):
+        a = np.where(all_neg_inf, np.maximum(0, -(rows // dilation[0])), a)
+        b = np.where(all_neg_inf, np.maximum(0, -(cols // dilation[1])), b)
+    argmax = (rows + a * dilation[0]) * w + cols + b * dilation[1]
+    return out, argmax.astype(np.int64)
+
+
+def max_pool2d_backward(dout, argmax, input_shape):
+    # Each output's gradient goes to the input element that was its max; windows overlap when stride <
+    # kernel, so an element can collect several: bincount sums them over flat (n, c, h, w) indices.
+    n, c, h, w = input_shape
+    flat_index = argmax + np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    dx = np.bincount(flat_index.ravel(), weights=dout.ravel(), minlength=n * c * h * w)
+    return dx.astype(dout.dtype).reshape(input_shape)  # (bincount sums in float64)
+
+
+def _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, dtype):
+    """(Ho, Wo) element counts of the windows: the window clipped to the padded input, or, without
+    count_include_pad, to the input itself. A window is a rectangle, so its count is a product."""
+    counts = []
+    for size, k, s, p, out in zip(hw, kernel, stride, padding, out_hw):
+        start = np.arange(out) * s - p
+        end = np.minimum(start + k, size + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, size)
+        counts.append(end - start)
+    return np.outer(*counts).astype(dtype)
+
+
+def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
+    # Sum each window of the zero-padded input and divide by its element count (see _avg_pool_divisor).
+    hw = x.shape[2:]
+    out_hw, widths = _pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
+    sums = _windows(_pad_hw(x, widths), kernel, stride, (1, 1)).sum(axis=(2, 3))
+    return sums / _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, x.dtype)
+
+
+def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad):
+    # Every element of a window receives dout / count: broadcast that over the window's kh*kw offsets
+    # (a view), scatter-add it back onto the padded input (col2im), and crop the padding.
+    n, c, h, w = input_shape
+    (ho, wo), ((top, bottom), (left, right)) = _pool_geometry((h, w), kernel, stride, padding, (1, 1), ceil_mode)
+    grad = dout / _avg_pool_divisor((h, w), kernel, stride, padding, (ho, wo), count_include_pad, dout.dtype)
+    cols = np.broadcast_to(grad[:, :, None, None], (n, c, *kernel, ho, wo))
+    dxp = _col2im(cols, (n, c, top + h + bottom, left + w + right), stride, (1, 1))
+    return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])

@@ -50,6 +50,12 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     dtype = dtypes.promote_types(a.dtype, b.dtype)
     a2 = a.to(dtype).unsqueeze(0) if a.ndim == 1 else a.to(dtype)
     b2 = b.to(dtype).unsqueeze(-1) if b.ndim == 1 else b.to(dtype)
-    out = Matmul.apply(a2, b2)
+    if a2.ndim > 2 and b2.ndim == 2:
+        # (..., n, k) @ (k, m): one 2-D GEMM over the flattened rows, so that backward computes the
+        # weight gradient as one (k, rows) @ (rows, m) product instead of a batch of them summed after.
+        rows = a2.reshape(-1, a2.shape[-1])
+        out = Matmul.apply(rows, b2).reshape(*a2.shape[:-1], b2.shape[-1])
+    else:
+        out = Matmul.apply(a2, b2)
     added = ((out.ndim - 2,) if a.ndim == 1 else ()) + ((out.ndim - 1,) if b.ndim == 1 else ())
     return out.squeeze(added) if added else out

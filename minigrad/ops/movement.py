@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from minigrad import dtypes
-from minigrad.autograd import Function
+from minigrad.autograd import Function, IndexedGrad
 from minigrad.backend import dispatch
 from minigrad.ops.shapes import broadcast_shapes, normalize_dim, normalize_dims, unbroadcast
 from minigrad.tensor import Tensor
@@ -63,16 +63,16 @@ class Contiguous(Function):
 
 class GetItem(Function):
     """x[index] for a normalized index (ints, slices, None, Ellipsis, int64 arrays; bool masks are
-    converted to int arrays by the caller). Backward scatter-adds into zeros, so repeated integer
-    indices accumulate their gradients."""
+    converted to int arrays by the caller). Backward returns an IndexedGrad, which the backward pass
+    scatter-adds into x's gradient: repeated integer indices accumulate."""
 
     def forward(self, x, index, advanced):
-        self.in_shape, self.in_dtype, self.index = tuple(x.shape), x.dtype, index
+        self.index = index
         self.returns_view = not advanced
         return self.backend.getitem(x, index)
 
     def backward(self, grad):
-        return self.backend.index_add(self.in_shape, self.index, grad, self.in_dtype)
+        return IndexedGrad(self.index, grad)
 
 
 class Cat(Function):

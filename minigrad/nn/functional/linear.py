@@ -1,0 +1,15 @@
+"""linear: the affine map of Linear layers."""
+from __future__ import annotations
+
+from minigrad.tensor import Tensor
+
+__all__ = ["linear"]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias. x: (*, in), weight: (out, in), bias: (out,) -> (*, out)."""
+    if x.shape[-1:] != weight.shape[1:]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+                         f"(expected last dim {weight.shape[1] if weight.ndim == 2 else '?'})")
+    out = x @ weight.T
+    return out if bias is None else out + bias

@@ -1,0 +1,76 @@
+"""Adam (Kingma & Ba, 2015) and AdamW (Loshchilov & Hutter, 2019): per-parameter step sizes from running
+estimates of the gradient's first and second moments."""
+from __future__ import annotations
+
+import math
+
+from minigrad.creation import zeros_like
+from minigrad.ops import maximum
+from minigrad.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam, as PyTorch's. Per step t = 1, 2, ..., with g the gradient:
+
+        g = -g if maximize
+        p = p * (1 - lr * weight_decay)      if decoupled_weight_decay (AdamW)
+        g = g + weight_decay * p             otherwise (an L2 penalty in the gradient)
+        m = beta1 * m + (1 - beta1) * g                  first moment
+        v = beta2 * v + (1 - beta2) * g^2                second moment
+        v_max = max(v_max, v); use v_max for v           if amsgrad
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    (the bias corrections 1 - beta^t undo the moments' start at 0). State per parameter: 'step',
+    'exp_avg' (m), 'exp_avg_sq' (v) and 'max_exp_avg_sq' (when amsgrad)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
+                 decoupled_weight_decay: bool = False):
+        if lr < 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
+        if weight_decay < 0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    def update(self, param, grad, state, group):
+        lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
+        if not state:
+            state.update(step=0, exp_avg=zeros_like(param), exp_avg_sq=zeros_like(param))
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = zeros_like(param)
+        state["step"] += 1
+        t = state["step"]
+        if group["maximize"]:
+            grad = -grad
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                param.mul_(1 - lr * weight_decay)
+            else:
+                grad = grad + weight_decay * param
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).add_(grad * grad, alpha=1 - beta2)
+        if group["amsgrad"]:
+            v = state["max_exp_avg_sq"].copy_(maximum(state["max_exp_avg_sq"], v))
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        denom = v.sqrt() / math.sqrt(bias_correction2) + group["eps"]
+        param.sub_(m / denom, alpha=lr / bias_correction1)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: each step first shrinks the parameters, p = p * (1 - lr *
+    weight_decay), instead of adding weight_decay * p to the gradient (where Adam's per-parameter scaling
+    would weaken the decay of parameters with large gradients). Default weight_decay 1e-2."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
