@@ -23,3 +23,13 @@ settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_configure(config):
+    """One thread for torch, the test oracle: its OpenMP pool and NumPy's OpenBLAS pool spinning side by
+    side on a 2-core machine starve each other (calls that take microseconds wait milliseconds)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)

@@ -27,16 +27,6 @@ TOL = {np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5), np.dtype(np.float64): d
 REDUCTIONS = ["none", "mean", "sum"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_threaded_torch():
-    """On tiny tensors torch's intra-op thread pool only adds wake-up latency (tens of ms per call on a
-    busy machine); the previous setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def rng(request) -> np.random.Generator:
     """A generator seeded from the test's id: the same numbers on every run."""

@@ -22,6 +22,7 @@ import torch.nn.functional as TF  # noqa: E402
 import minigrad as mg  # noqa: E402
 from minigrad import nn  # noqa: E402
 from minigrad.nn import functional as F  # noqa: E402
+from minigrad.ops.attention import Attention  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")
 
@@ -89,14 +90,15 @@ def sequence(rng, length, batch_first=False, batched=True):
     return mg.tensor(array, requires_grad=True), torch.tensor(array, requires_grad=True)
 
 
-def masks(rng, names: dict, kind: str):
-    """{argument name: (minigrad mask, torch mask)}; kind 'float' (additive, -inf where masked) or 'bool'
-    (True where masked). Key 0 is never masked, so every query keeps a key."""
+def masks(rng, names: dict, kind: str, causal=()):
+    """{argument name: (minigrad mask, torch mask)} for {argument name: shape}; kind 'float' (additive, -inf
+    where masked) or 'bool' (True where masked). The masks named in `causal` hide the future; the others
+    are random, but never hide key 0, so that every query keeps a key."""
     out = {}
     for name, shape in names.items():
         masked = (rng.random(shape) < 0.3) & (np.arange(shape[-1]) > 0)
-        if name.endswith("_mask") and "padding" not in name and shape[0] == shape[1] and name != "memory_mask":
-            masked = np.triu(np.ones(shape, dtype=bool), 1)  # the causal mask of a self-attention
+        if name in causal:
+            masked = np.triu(np.ones(shape, dtype=bool), 1)
         array = masked if kind == "bool" else np.where(masked, -np.inf, rng.standard_normal(shape) * 0.1)
         out[name] = (mg.tensor(array), torch.tensor(array))
     return out
@@ -160,7 +162,7 @@ def test_decoder_layer_matches_torch(rng, norm_first, activation, train):
 def test_decoder_layer_masks(rng, norm_first, batch_first, mask_kind):
     mine, ref = layer_pair(rng, "decoder", "relu", train=True, norm_first=norm_first, batch_first=batch_first)
     mask_args = masks(rng, dict(tgt_mask=(T, T), memory_mask=(T, S), tgt_key_padding_mask=(N, T),
-                                memory_key_padding_mask=(N, S)), mask_kind)
+                                memory_key_padding_mask=(N, S)), mask_kind, causal=["tgt_mask"])
     compare(rng, mine, ref, dict(tgt=sequence(rng, T, batch_first), memory=sequence(rng, S, batch_first)),
             mask_args, tgt_is_causal=True)
 
@@ -199,7 +201,8 @@ def test_decoder_stack_matches_torch(rng, norm_first, train):
                                                                  batch_first=True), 2, nn.LayerNorm(D_MODEL)))
     mine.train(train), ref.train(train)
     compare(rng, mine, ref, dict(tgt=sequence(rng, T, True), memory=sequence(rng, S, True)),
-            masks(rng, dict(tgt_mask=(T, T), tgt_key_padding_mask=(N, T), memory_key_padding_mask=(N, S)), "bool"))
+            masks(rng, dict(tgt_mask=(T, T), tgt_key_padding_mask=(N, T), memory_key_padding_mask=(N, S)), "bool",
+                  causal=["tgt_mask"]))
 
 
 def transformer_pair(rng, train=False, **options):
@@ -236,16 +239,17 @@ def test_generate_square_subsequent_mask_matches_torch():
         np.testing.assert_array_equal(mask.numpy(), ref.numpy())
 
 
+@mg.no_grad()
 def test_causal_mask_is_detected_and_used_by_the_fused_kernel(rng, monkeypatch):
     calls = []
-    forward = nn.functional.attention.Attention.forward
+    forward = Attention.forward
 
     def spy(self, q, k, v, bias, is_causal, scale):
         calls.append((bias is None, is_causal))
         return forward(self, q, k, v, bias, is_causal, scale)
-    monkeypatch.setattr(nn.functional.attention.Attention, "forward", spy)
+    monkeypatch.setattr(Attention, "forward", spy)
     encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(D_MODEL, NHEAD, D_FF, 0.0), 2)
-    x = mg.tensor(rng.standard_normal((S, N, D_MODEL)))
+    x = mg.tensor(rng.standard_normal((S, N, D_MODEL)), dtype=mg.float32)
     causal = nn.Transformer.generate_square_subsequent_mask(S)
     detected = encoder(x, mask=causal)
     assert calls == [(True, True)] * 2, "the causal mask is replaced by the kernel's is_causal"
@@ -286,14 +290,15 @@ def test_deepcopy_gives_independent_layers(rng):
     template = nn.TransformerDecoderLayer(D_MODEL, NHEAD, D_FF, 0.0, activation=nn.GELU())
     decoder = nn.TransformerDecoder(template, 2)
     assert all(layer is not template for layer in decoder.layers)
-    tgt, memory = mg.tensor(rng.standard_normal((T, N, D_MODEL))), mg.tensor(rng.standard_normal((S, N, D_MODEL)))
+    tgt, memory = (mg.tensor(rng.standard_normal(shape), dtype=mg.float32)
+                   for shape in ((T, N, D_MODEL), (S, N, D_MODEL)))
     with mg.no_grad():
         before = decoder.layers[0](tgt, memory).numpy()
         np.testing.assert_array_equal(before, template(tgt, memory).numpy())
         template.linear1.weight.mul_(2)
         decoder.layers[1].self_attn.in_proj_weight.zero_()
         np.testing.assert_array_equal(decoder.layers[0](tgt, memory).numpy(), before)
-        assert np.any(decoder.layers[0].self_attn.in_proj_weight.numpy())
+        assert np.any(decoder.layers[0].self_attn.in_proj_weight.detach().numpy())
     clone = copy.deepcopy(decoder)
     for (name, p), q in zip(decoder.named_parameters(), clone.parameters()):
         assert p is not q and not np.shares_memory(p.detach().numpy(), q.detach().numpy()), name
@@ -301,7 +306,7 @@ def test_deepcopy_gives_independent_layers(rng):
 
 def test_dropout_is_active_in_training(rng):
     layer = nn.TransformerEncoderLayer(D_MODEL, NHEAD, D_FF, dropout=0.5)
-    x = mg.tensor(rng.standard_normal((S, N, D_MODEL)))
+    x = mg.tensor(rng.standard_normal((S, N, D_MODEL)), dtype=mg.float32)
     with mg.no_grad():
         mg.manual_seed(0)
         first = layer(x).numpy()

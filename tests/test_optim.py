@@ -32,16 +32,6 @@ STEPS = 30
 TOL = {np.float32: dict(rtol=1e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_threaded_torch():
-    """On tiny tensors torch's intra-op thread pool only adds wake-up latency (tens of ms per call on a
-    busy machine); the previous setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def rng(request) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

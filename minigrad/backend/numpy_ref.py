@@ -14,7 +14,7 @@ import numpy as np
 
 
 def asarray(data, dtype):
-    return np.array(data, dtype=dtype, copy=True)
+    return np.array(data, dtype=dtype)  # np.array copies by default
 
 
 def from_host(array):
