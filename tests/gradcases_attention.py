@@ -75,12 +75,12 @@ def _(draw):  # 2-D to 5-D inputs whose leading dims broadcast
     _, _, L, S, E, Ev = _sizes(draw)
     lead = tuple(draw(st.lists(st.integers(1, 2), max_size=3)))
 
-    def cut():  # lead with some dims dropped from the left or set to 1
-        start = draw(st.integers(0, len(lead)))
-        return tuple(1 if draw(st.booleans()) else n for n in lead[start:])
-    q, k, v = (draw_leaf(draw, cut() + shape) for shape in ((L, E), (S, E), (S, Ev)))
-    lead = mg.ops.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])  # the mask's may not be larger
-    mask = _bool_mask(draw, cut() + (L, S)) if draw(st.booleans()) else None
+    def cut(full):  # `full` with some dims dropped from the left or set to 1
+        start = draw(st.integers(0, len(full)))
+        return tuple(1 if draw(st.booleans()) else n for n in full[start:])
+    q, k, v = (draw_leaf(draw, cut(lead) + shape) for shape in ((L, E), (S, E), (S, Ev)))
+    batch = mg.ops.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])  # the mask may not add dims
+    mask = _bool_mask(draw, cut(batch) + (L, S)) if draw(st.booleans()) else None
     return q, k, v, mask, mask is None and draw(st.booleans()), None
 
 

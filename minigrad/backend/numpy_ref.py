@@ -380,14 +380,13 @@ def dropout_backward(dout, mask, p):
 
 
 def _attention_scores(q, k, bias, is_causal, scale):
-    # (B, H, Tq, D) @ (B, H, D, Tk) -> (B, H, Tq, Tk), a fresh array that is then edited in place.
-    s = np.matmul(q, np.swapaxes(k, -1, -2))
-    s *= scale
+    # (B, H, Tq, D) @ (B, H, D, Tk) -> (B, H, Tq, Tk), a fresh array that is then edited in place;
+    # the scale goes on q, which is smaller than the scores when D < Tk.
+    s = np.matmul(q * scale, np.swapaxes(k, -1, -2))
     if bias is not None:
         s += bias  # broadcasts over (B, H, Tq, Tk)
     if is_causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
-        tq, tk = s.shape[-2:]
-        s[..., np.triu(np.ones((tq, tk), dtype=bool), k=1)] = -np.inf
+        s += np.triu(np.full(s.shape[-2:], -np.inf, dtype=s.dtype), k=1)  # -inf above the diagonal, else 0
     return s
 
 
@@ -397,9 +396,12 @@ def _lse_shift(lse):
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
+    # The (B, H, Tq, Tk) arrays are updated in place: a fresh array that size costs more in page
+    # faults than the arithmetic.
     s = _attention_scores(q, k, bias, is_causal, scale)
     m = _stable_max(s, -1)  # the row max (0 for fully masked rows): every exponent is <= 0
-    p = np.exp(s - m, out=s)
+    s -= m
+    p = np.exp(s, out=s)
     rowsum = np.sum(p, axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):  # log(0) = -inf: the lse of a fully masked row
         lse = (m + np.log(rowsum))[..., 0]
@@ -413,12 +415,14 @@ def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
     # sum_j P_ij dP_ij = sum_j P_ij sum_d dout_id v_jd = sum_d dout_id out_id (out = P v): it is
     # rowsum(dout * out), a (Tq, Dv) product (the FlashAttention identity).
     s = _attention_scores(q, k, bias, is_causal, scale)
-    p = np.exp(s - _lse_shift(lse), out=s)
+    s -= _lse_shift(lse)
+    p = np.exp(s, out=s)
     dv = np.matmul(np.swapaxes(p, -1, -2), dout)
-    dp = np.matmul(dout, np.swapaxes(v, -1, -2))
-    ds = p * (dp - np.sum(dout * out, axis=-1, keepdims=True))
-    ds *= scale  # S = scale * q k^T: the scale goes into both dq and dk
-    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+    ds = np.matmul(dout, np.swapaxes(v, -1, -2))  # dP, turned into dS in place:
+    ds -= np.sum(dout * out, axis=-1, keepdims=True)
+    ds *= p
+    # S = (scale q) k^T: dq = dS k * scale, dk = dS^T (scale q)
+    return np.matmul(ds, k) * scale, np.matmul(np.swapaxes(ds, -1, -2), q * scale), dv
 
 
 # ---- cross-entropy (fused with log-softmax) -----------------------------------------------------------

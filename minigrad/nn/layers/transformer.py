@@ -42,7 +42,7 @@ def _activation(activation):
     raise ValueError(f"activation should be 'relu', 'gelu' or a callable, not {activation!r}")
 
 
-class _Layer(Module):
+class _TransformerLayer(Module):
     """What the encoder and decoder layers share: the feed-forward network (linear1, dropout, linear2)
     and the attention sub-block, each followed by its own dropout before the residual sum."""
 
@@ -63,7 +63,7 @@ class _Layer(Module):
         return dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
-class TransformerEncoderLayer(_Layer):
+class TransformerEncoderLayer(_TransformerLayer):
     """Self-attention then feed-forward, each a residual block (see the module docstring).
     src (S, N, E) (or (N, S, E) with batch_first, or (S, E)) -> same shape. activation: 'relu', 'gelu' or
     a callable (a function such as F.gelu, or a Module)."""
@@ -98,7 +98,7 @@ class TransformerEncoderLayer(_Layer):
         return self.norm2(x + self._feed_forward_block(x, self.dropout2))
 
 
-class TransformerDecoderLayer(_Layer):
+class TransformerDecoderLayer(_TransformerLayer):
     """Self-attention over the target, attention to the encoder's output (memory), then feed-forward,
     each a residual block. tgt (T, N, E), memory (S, N, E) (batch_first / unbatched alike) -> tgt's
     shape. activation as TransformerEncoderLayer."""
