@@ -18,16 +18,11 @@ from minigrad import nn
 from minigrad.nn import functional as F
 from minigrad.testing import arrays
 
-from gradcheck_support import Case, draw_leaf, leaf
+from gradcheck_support import Case, case_decorator, draw_leaf, leaf
 
 CASES: list[Case] = []
 
-
-def case(name: str, fn, marks=()):
-    def register(build):
-        CASES.append(Case(name, build, fn, tuple(marks)))
-        return build
-    return register
+case = case_decorator(CASES)
 
 
 def _sizes(draw):

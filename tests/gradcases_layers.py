@@ -18,16 +18,11 @@ from minigrad import nn
 from minigrad.nn import functional as F
 from minigrad.testing import shapes
 
-from gradcheck_support import Case, draw_leaf
+from gradcheck_support import Case, case_decorator, draw_leaf
 
 CASES: list[Case] = []
 
-
-def case(name: str, fn, marks=()):
-    def register(build):
-        CASES.append(Case(name, build, fn, tuple(marks)))
-        return build
-    return register
+case = case_decorator(CASES)
 
 
 # ---- layer norm ----------------------------------------------------------------------------------------

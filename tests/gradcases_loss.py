@@ -19,18 +19,13 @@ from minigrad import nn
 from minigrad.nn import functional as F
 from minigrad.testing import arrays, shapes
 
-from gradcheck_support import Case, draw_leaf, leaf
+from gradcheck_support import Case, case_decorator, draw_leaf, leaf
 
 CASES: list[Case] = []
 
 REDUCTION = st.sampled_from(["none", "mean", "sum"])
 
-
-def case(name: str, fn, marks=()):
-    def register(build):
-        CASES.append(Case(name, build, fn, tuple(marks)))
-        return build
-    return register
+case = case_decorator(CASES)
 
 
 def class_shape(draw, single: bool = True) -> tuple:

@@ -62,3 +62,12 @@ class Case(NamedTuple):
         return st.composite(lambda draw: self.build(draw))()
 
 
+def case_decorator(cases: list):
+    """`case = case_decorator(CASES)` gives the decorator `@case(name, fn)`, which appends a Case whose
+    argument builder is the decorated function."""
+    def case(name: str, fn: Callable, marks=()):
+        def register(build):
+            cases.append(Case(name, build, fn, tuple(marks)))
+            return build
+        return register
+    return case

@@ -18,7 +18,6 @@ import math
 import pathlib
 import pkgutil
 import re
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -30,21 +29,14 @@ import minigrad as mg
 from minigrad.autograd import Function
 from minigrad.testing import GradcheckError, arrays, broadcastable_shapes, dims, gradcheck, shapes
 
-from gradcheck_support import (  # noqa: E402  (tests/ is on sys.path under pytest)
-    NONEMPTY_SHAPE, SHAPE, Case, away_from, derive_shape, draw_leaf, leaf, reduced_count,
+from gradcheck_support import (  # tests/ is on sys.path under pytest
+    NONEMPTY_SHAPE, SHAPE, Case, away_from, case_decorator, derive_shape, draw_leaf, leaf, reduced_count,
 )
 
 # ---- the table -----------------------------------------------------------------------------------
 
 CASES: list[Case] = []
-
-
-def case(name: str, fn: Callable, marks=()):
-    """Decorator: register `build` as the argument builder of a case."""
-    def register(build):
-        CASES.append(Case(name, build, fn, tuple(marks)))
-        return build
-    return register
+case = case_decorator(CASES)
 
 
 # ---- elementwise binary, broadcasting --------------------------------------------------------------

@@ -15,7 +15,7 @@ import safetensors.numpy
 
 import minigrad as mg
 import minigrad.io
-from minigrad import nn
+from minigrad import nn, optim
 
 DTYPES = [mg.float32, mg.float64, mg.int64, mg.bool_]
 SHAPES = [(), (0,), (2, 0, 3), (5,), (3, 4), (2, 3, 1, 2)]
@@ -223,38 +223,6 @@ def test_missing_file_and_directory(tmp_path):
 # ---- checkpoints ---------------------------------------------------------------------------------
 
 
-class MomentumSGD:
-    """A small optimizer with torch's state_dict layout (a stand-in for minigrad.optim in these tests):
-    per-parameter state {'step': int, 'momentum_buffer': Tensor} under the parameter's index."""
-
-    def __init__(self, params, lr=0.1, momentum=0.9):
-        self.params = list(params)
-        self.param_groups = [{"lr": lr, "momentum": momentum, "params": list(range(len(self.params)))}]
-        self.state: dict[int, dict] = {}
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        group = self.param_groups[0]
-        with mg.no_grad():
-            for i, p in enumerate(self.params):
-                state = self.state.setdefault(i, {"step": 0, "momentum_buffer": mg.zeros_like(p)})
-                state["step"] += 1
-                state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
-                p.sub_(state["momentum_buffer"] * group["lr"])
-
-    def state_dict(self):
-        return {"state": {i: dict(s) for i, s in self.state.items()},
-                "param_groups": [dict(g) for g in self.param_groups]}
-
-    def load_state_dict(self, state_dict):
-        self.state = {int(i): {k: (v.clone() if isinstance(v, mg.Tensor) else v) for k, v in s.items()}
-                      for i, s in state_dict["state"].items()}
-        self.param_groups = [dict(g) for g in state_dict["param_groups"]]
-
-
 class Net(nn.Module):
     def __init__(self, hidden=8):
         super().__init__()
@@ -269,10 +237,9 @@ class Net(nn.Module):
 
 
 def make_optimizer(kind, model):
-    if kind == "fake":
-        return MomentumSGD(model.parameters(), lr=0.05)
-    optim = pytest.importorskip("minigrad.optim", reason="minigrad.optim is not available")
-    return optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    if kind == "SGD":
+        return optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1, amsgrad=True)
 
 
 def train(model, optimizer, batches):
@@ -289,7 +256,7 @@ def make_batches(n, seed):
              mg.tensor(rng.standard_normal((4, 3)), dtype=mg.float32)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("kind", ["fake", "AdamW"])
+@pytest.mark.parametrize("kind", ["SGD", "AdamW"])
 def test_training_resumes_identically_after_reload(tmp_path, kind):
     batches = make_batches(10, seed=0)
     mg.manual_seed(0)
@@ -315,20 +282,22 @@ def test_training_resumes_identically_after_reload(tmp_path, kind):
 def test_checkpoint_layout(tmp_path):
     mg.manual_seed(0)
     model = Net()
-    optimizer = MomentumSGD(model.parameters())
+    optimizer = make_optimizer("AdamW", model)
     train(model, optimizer, make_batches(2, seed=0))
     path = tmp_path / "ckpt.safetensors"
     mg.save_checkpoint(path, model, optimizer, step=2)
     theirs = safetensors.numpy.load_file(str(path))
     expected = {f"model.{k}" for k in model.state_dict()} | {
-        f"optimizer.state.{i}.momentum_buffer" for i in range(4)}
+        f"optimizer.state.{i}.{name}" for i in range(4) for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
     assert set(theirs) == expected
     np.testing.assert_array_equal(theirs["model.fc1.weight"], model.fc1.weight.detach().numpy())
-    np.testing.assert_array_equal(theirs["optimizer.state.3.momentum_buffer"],
-                                  optimizer.state[3]["momentum_buffer"].numpy())
+    np.testing.assert_array_equal(theirs["model.seen"], model.seen.numpy())
+    np.testing.assert_array_equal(theirs["optimizer.state.3.exp_avg_sq"],
+                                  optimizer.state[model.fc2.bias]["exp_avg_sq"].numpy())
     metadata = minigrad.io.load_metadata(path)
     assert json.loads(metadata["step"]) == 2 and json.loads(metadata["extra"]) is None
-    assert json.loads(metadata["optimizer.param_groups"]) == optimizer.state_dict()["param_groups"]
+    groups = optimizer.state_dict()["param_groups"]
+    assert json.loads(metadata["optimizer.param_groups"]) == json.loads(json.dumps(groups))  # tuples -> lists
     assert json.loads(metadata["optimizer.scalars"]) == {str(i): {"step": 2} for i in range(4)}
 
 
@@ -340,7 +309,7 @@ def test_checkpoint_without_optimizer(tmp_path):
     for a, b in zip(model.state_dict().values(), other.state_dict().values()):
         assert_same(a, b)
     with pytest.raises(KeyError, match="no optimizer state"):
-        mg.load_checkpoint(tmp_path / "ckpt.safetensors", other, MomentumSGD(other.parameters()))
+        mg.load_checkpoint(tmp_path / "ckpt.safetensors", other, make_optimizer("SGD", other))
 
 
 class Wider(Net):
@@ -369,6 +338,15 @@ def test_checkpoint_mismatch_errors_name_the_keys_and_change_nothing(tmp_path, m
         mg.load_checkpoint(tmp_path / "ckpt.safetensors", target)
     for key, value in target.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), before[key])
+
+
+def test_checkpoint_into_a_different_optimizer_layout_is_refused_by_the_optimizer(tmp_path):
+    mg.manual_seed(0)
+    model = Net()
+    mg.save_checkpoint(tmp_path / "ckpt.safetensors", model, make_optimizer("SGD", model))
+    fc1_only = optim.SGD(model.fc1.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="group 0 has 4 parameters, the optimizer's has 2"):
+        mg.load_checkpoint(tmp_path / "ckpt.safetensors", model, fc1_only)
 
 
 def test_plain_tensor_file_is_not_a_checkpoint(tmp_path):
