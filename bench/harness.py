@@ -195,7 +195,19 @@ def quantile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def compare(workers, case, params, ref, s):
+def throughput(case, params, t_mg, t_ref, peaks):
+    """The case's work per second on each side, and minigrad's as a fraction of the machine's peak
+    for that unit (None where the case declares no work)."""
+    if case.work is None:
+        return None
+    unit, amount = case.work
+    work = amount(**params)
+    peak = (peaks or {}).get(unit)
+    return {"unit": unit, "minigrad": work / t_mg, "reference": work / t_ref, "peak": peak,
+            "fraction_of_peak": peak and work / t_mg / peak}
+
+
+def compare(workers, case, params, ref, s, peaks=None):
     """Validate, then time minigrad against one reference: returns the result record."""
     rec = {"case": case.name, "size": case.label.format(**params), "params": params, "ref": ref,
            "tol": case.tol, "pairs": s.pairs, "repeats": s.repeats}
@@ -224,6 +236,7 @@ def compare(workers, case, params, ref, s):
     pairs = clean + disturbed if busy else clean
     t_mg, t_ref = [p[0] for p in pairs], [p[2] for p in pairs]
     ratios = [m / r for m, r in zip(t_mg, t_ref)]
+    rec["throughput"] = throughput(case, params, statistics.median(t_mg), statistics.median(t_ref), peaks)
     return dict(rec, status="ok", minigrad_s=statistics.median(t_mg),
                 reference_s=statistics.median(t_ref), ratio=statistics.median(ratios),
                 iqr=[quantile(ratios, 0.25), quantile(ratios, 0.75)],
@@ -259,7 +272,13 @@ def table_row(r):
     note = ("  BUSY: threads kept waiting for a CPU (other processes?), unreliable"
             if r["busy"] else
             f"  (redone: {r['pairs_redone']} disturbed pair(s))" if r["pairs_redone"] else "")
-    return " ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, COLUMNS)).rstrip() + note
+    line = " ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, COLUMNS)).rstrip() + note
+    tp = r.get("throughput")
+    if tp:
+        line += (f"\n{'':<13} {tp['minigrad']:.3g} {tp['unit']} vs {tp['reference']:.3g} ({r['ref']})" +
+                 (f", minigrad at {tp['fraction_of_peak']:.0%} of peak ({tp['peak']:.3g} {tp['unit']})"
+                  if tp["peak"] else ""))
+    return line
 
 
 def machine_info():
@@ -293,6 +312,16 @@ def machine_info():
             "thread_env": {k: os.environ.get(k) for k in THREAD_VARS}}
 
 
+def peak_summary(p):
+    """The peaks of bench/peak.py in two lines."""
+    c = p["flops_computed"]
+    computed = (f"{c['gflops']:.0f} GFLOP/s computed ({c['lanes_f32']} lanes x {c['fma_units']} FMA units x 2 x "
+                f"{c['clock_ghz']:.2f} GHz x {c['cores']} cores)") if c["gflops"] else "no computed peak"
+    measured = f"{p['gflops_measured']:.0f} GFLOP/s measured (FMA loop)" if p["gflops_measured"] else \
+        "no measured peak (minigrad._C is not built)"
+    return f"peak float32: {measured}; {computed}\npeak memory: {p['copy_gbs']:.1f} GB/s (copy, read + write)"
+
+
 def torch_available():
     return importlib.util.find_spec("torch") is not None  # finds it without importing it
 
@@ -310,8 +339,13 @@ def run(names, s, quick, log=print):
         "(512x512 float32 NumPy GEMM)\n")
     log("ratio = minigrad time / reference time (above 1: minigrad slower); times are medians "
         "of turn medians\n")
-    log(table_header())
     workers = Workers()
+    peaks = None
+    if any(CASES[name].work for name in names):
+        report["peaks"] = workers.get("minigrad").call("peaks")
+        peaks = {"GFLOP/s": report["peaks"]["gflops_measured"], "GB/s": report["peaks"]["copy_gbs"]}
+        log(peak_summary(report["peaks"]) + "\n")
+    log(table_header())
     try:
         for name in names:
             case = CASES[name]
@@ -319,7 +353,7 @@ def run(names, s, quick, log=print):
                 for ref in case.refs:
                     if ref in refs_skipped:
                         continue
-                    rec = compare(workers, case, params, ref, s)
+                    rec = compare(workers, case, params, ref, s, peaks)
                     report["results"].append(rec)
                     log(table_row(rec))
     finally:

@@ -11,6 +11,7 @@ Commands:
   ("turn", warmup, repeats)          one turn: ``warmup`` repeats untimed, then ``repeats``
                                      timed ones; returns the seconds per call of each repeat
   ("canary", n, repeats)             GFLOP/s of an n x n float32 NumPy GEMM (median)
+  ("peaks",)                         the machine's peak FLOP/s and copy bandwidth (bench/peak.py)
   ("quit",)
 """
 import gc
@@ -35,7 +36,7 @@ def as_numpy(out):
         out = out.detach()
     if hasattr(out, "numpy"):
         return np.array(out.numpy(), copy=True)
-    return np.asarray(out)
+    return np.array(out, copy=True)  # a copy: a step may update the arrays it returned in place
 
 
 class Worker:
@@ -99,6 +100,10 @@ class Worker:
         for _ in range(number):
             fn()
         return time.perf_counter() - t0
+
+    def peaks(self):
+        from bench import peak
+        return peak.measure()
 
     def canary(self, n, repeats):
         rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ from minigrad.ops import (
     sum, tanh, transpose, tril, triu, unsqueeze, var, where,
 )
 from minigrad.random import initial_seed, manual_seed
+from minigrad.threads import get_num_threads, set_num_threads
 from minigrad.tensor import Tensor
 
 bool = bool_  # minigrad.bool, like torch.bool (only inside this namespace)

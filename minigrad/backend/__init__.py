@@ -15,7 +15,9 @@ rebuilt only when registrations or overrides change, so a lookup costs one attri
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import warnings
 from types import ModuleType
 
 from minigrad.backend import numpy_ref
@@ -127,3 +129,24 @@ def use(backend: str | None = None, **primitives: str):
 
 
 register("numpy", "cpu", numpy_ref, priority=0)
+
+try:  # the C++ kernels, when setup.py could build them
+    from minigrad.backend import cpp
+except ImportError as e:
+    why = ("minigrad._C was not built when minigrad was installed" if importlib.util.find_spec("minigrad._C") is None
+           else f"minigrad._C does not load: {e}")
+    warnings.warn(f"minigrad's C++ extension is not available ({why}): CPU primitives run on the Numba "
+                  "kernels where Numba is installed, else on the NumPy reference backend (slower). Reinstall "
+                  "with a C++17 compiler with OpenMP (g++) to build it.", RuntimeWarning, stacklevel=2)
+else:
+    register("cpp", "cpu", cpp, priority=10)
+
+if importlib.util.find_spec("numba") is not None:  # the Numba kernels, with the optional `numba` extra
+    try:
+        import numba  # noqa: F401  (about 0.2 s; the kernels themselves compile on first use)
+    except ImportError as e:  # installed but unusable, e.g. built for another NumPy
+        warnings.warn(f"Numba is installed but does not import ({e}): CPU primitives run without the Numba "
+                      "kernels.", RuntimeWarning, stacklevel=2)
+    else:
+        from minigrad.backend import numba_cpu
+        register("numba", "cpu", numba_cpu, priority=5)

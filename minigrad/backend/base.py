@@ -99,6 +99,19 @@ PRIMITIVES = {
     "dropout_forward": "dropout_forward(gen, x, p) -> (out, mask): mask = bool keep-mask (rand >= p), "
                        "out = x * mask / (1 - p)",
     "dropout_backward": "dropout_backward(dout, mask, p) -> dout * mask / (1 - p)",
+    # ---- fused elementwise (R rows, D features; bias broadcast over the rows) ------------------------
+    "bias_gelu_forward": "bias_gelu_forward(x (R,D), bias (D,) or None, approximate) -> gelu(x + bias) (R,D)",
+    "bias_gelu_backward": "bias_gelu_backward(dout, x, bias, approximate) -> (dx (R,D), dbias (D,) or None): "
+                          "dx = dout * gelu'(x + bias), dbias = dx summed over the rows (None without a bias)",
+    "bias_residual_forward": "bias_residual_forward(x (R,D), bias (D,), residual (R,D)) -> (x + bias) + residual; "
+                             "its backward is dout for x and residual, and the `sum` of dout over the rows for bias",
+    # ---- optimizer steps: update param and the state arrays in place, return None -------------------
+    "sgd_step_": "sgd_step_(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, maximize, "
+                 "first_step): minigrad.optim.SGD's step; momentum_buf is None when momentum == 0, and is "
+                 "overwritten with the (decayed) gradient on the first step",
+    "adam_step_": "adam_step_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, "
+                  "weight_decay, decoupled, amsgrad, maximize): minigrad.optim.Adam's step t = `step` (>= 1); "
+                  "decoupled: AdamW's weight decay; max_exp_avg_sq is None unless amsgrad",
     "cross_entropy_forward": "cross_entropy_forward(logits (N,C), targets int64 (N,), ignore_index, "
                              "label_smoothing) -> (losses (N,), logprobs (N,C)); ignored rows have loss 0",
     "cross_entropy_backward": "cross_entropy_backward(dlosses (N,), logprobs, targets, ignore_index, "
@@ -108,6 +121,17 @@ PRIMITIVES = {
                          "additive float mask broadcastable to (B,H,Tq,Tk) or None; is_causal masks key j > "
                          "query i (top-left aligned, as torch); lse = logsumexp of each score row",
     "attention_backward": "attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale) -> (dq, dk, dv)",
+    # ---- recurrent cells: the gate math of one step (the recurrent matmul h W_hh^T stays on `matmul`) -----
+    "lstm_cell_forward": "lstm_cell_forward(gates_x (B,4H), gates_h (B,4H), c (B,H)) -> (hc (2,B,H), cache "
+                         "(B,5H)): gates = gates_x + gates_h in PyTorch's order i, f, g, o; c' = sigmoid(f) c + "
+                         "sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c'); hc[0] = h', hc[1] = c'; cache holds the "
+                         "four activated gates and tanh(c')",
+    "lstm_cell_backward": "lstm_cell_backward(dh' (B,H), dc' (B,H), cache, c) -> (dgates (B,4H), dc (B,H)): "
+                          "dgates is the gradient of gates_x and of gates_h alike",
+    "gru_cell_forward": "gru_cell_forward(gates_x (B,3H), gates_h (B,3H), h (B,H)) -> (h' (B,H), cache (B,4H)): "
+                        "order r, z, n; r, z = sigmoid(gates_x + gates_h), n = tanh(gates_x_n + r * gates_h_n), "
+                        "h' = (1 - z) n + z h; cache holds r, z, n and gates_h_n",
+    "gru_cell_backward": "gru_cell_backward(dh' (B,H), cache, h) -> (dgates_x (B,3H), dgates_h (B,3H), dh (B,H))",
 }
 
 

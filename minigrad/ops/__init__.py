@@ -8,6 +8,7 @@ from minigrad.ops.elementwise import (
     ge, gelu, gt, isfinite, le, log, logical_and, logical_not, logical_or, lt, maximum, minimum, mul, ne,
     neg, pow, relu, rsqrt, sigmoid, sign, silu, sin, sqrt, sub, tanh, where,
 )
+from minigrad.ops.fused import BiasGelu, BiasResidual, bias_gelu, bias_residual
 from minigrad.ops.linalg import Matmul, matmul
 from minigrad.ops.loss import CrossEntropy
 from minigrad.ops.movement import (
@@ -20,6 +21,7 @@ from minigrad.ops.reduce import (
     Amax, LogSumExp, LogSoftmax, MaxMinResult, Softmax, Sum, amax, amin, argmax, argmin, log_softmax,
     logsumexp, max, mean, min, softmax, std, sum, var,
 )
+from minigrad.ops.rnn import GRUCellFn, GRUScan, LSTMCellFn, LSTMScan
 from minigrad.ops.shapes import DimensionError, broadcast_shapes, normalize_dim, normalize_dims, unbroadcast
 from minigrad.ops.sparse import Embedding
 

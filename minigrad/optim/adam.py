@@ -2,11 +2,9 @@
 estimates of the gradient's first and second moments."""
 from __future__ import annotations
 
-import math
-
+from minigrad.backend import dispatch
 from minigrad.creation import zeros_like
-from minigrad.ops import maximum
-from minigrad.optim.optimizer import Optimizer
+from minigrad.optim.optimizer import Optimizer, wrote_in_place
 
 
 class Adam(Optimizer):
@@ -40,29 +38,19 @@ class Adam(Optimizer):
                                       decoupled_weight_decay=decoupled_weight_decay))
 
     def update(self, param, grad, state, group):
-        lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
+        # One fused primitive does the whole step in place (numpy_ref.adam_step_ reads like the docstring).
         if not state:
             state.update(step=0, exp_avg=zeros_like(param), exp_avg_sq=zeros_like(param))
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = zeros_like(param)
         state["step"] += 1
-        t = state["step"]
-        if group["maximize"]:
-            grad = -grad
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad + weight_decay * param
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.mul_(beta1).add_(grad, alpha=1 - beta1)
-        v.mul_(beta2).add_(grad * grad, alpha=1 - beta2)
-        if group["amsgrad"]:
-            v = state["max_exp_avg_sq"].copy_(maximum(state["max_exp_avg_sq"], v))
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2 = 1 - beta2 ** t
-        denom = v.sqrt() / math.sqrt(bias_correction2) + group["eps"]
-        param.sub_(m / denom, alpha=lr / bias_correction1)
+        beta1, beta2 = group["betas"]
+        vmax = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+        dispatch(param.device).adam_step_(
+            param.data, grad.data, state["exp_avg"].data, state["exp_avg_sq"].data,
+            None if vmax is None else vmax.data, state["step"], group["lr"], beta1, beta2, group["eps"],
+            group["weight_decay"], group["decoupled_weight_decay"], group["amsgrad"], group["maximize"])
+        wrote_in_place(param, state["exp_avg"], state["exp_avg_sq"], vmax)
 
 
 class AdamW(Adam):

@@ -1,7 +1,9 @@
 """SGD: stochastic gradient descent with momentum (heavy-ball or Nesterov), dampening and weight decay."""
 from __future__ import annotations
 
-from minigrad.optim.optimizer import Optimizer
+from minigrad.backend import dispatch
+from minigrad.creation import zeros_like
+from minigrad.optim.optimizer import Optimizer, wrote_in_place
 
 
 class SGD(Optimizer):
@@ -28,16 +30,15 @@ class SGD(Optimizer):
                                       nesterov=nesterov, maximize=maximize))
 
     def update(self, param, grad, state, group):
-        momentum = group["momentum"]
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"] != 0:
-            grad = grad + group["weight_decay"] * param
-        if momentum != 0:
+        # One fused primitive does the whole step in place (numpy_ref.sgd_step_ reads like the docstring).
+        buf = None
+        first_step = False
+        if group["momentum"] != 0:
             buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = grad.clone()
-            else:
-                buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-            grad = grad + momentum * buf if group["nesterov"] else buf
-        param.sub_(grad, alpha=group["lr"])
+            first_step = buf is None
+            if first_step:  # the primitive fills it with the first gradient
+                buf = state["momentum_buffer"] = zeros_like(param)
+        dispatch(param.device).sgd_step_(param.data, grad.data, None if buf is None else buf.data, group["lr"],
+                                         group["momentum"], group["dampening"], group["weight_decay"],
+                                         group["nesterov"], group["maximize"], first_step)
+        wrote_in_place(param, buf)

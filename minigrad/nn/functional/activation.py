@@ -1,11 +1,11 @@
 """Activation functions (PyTorch's names). Most are ops of `minigrad.ops`, re-exported here; leaky_relu
-is composed from `where`."""
+is composed from `where`. bias_gelu(x, bias) is gelu(x + bias) in one fused pass (minigrad.ops.fused)."""
 from __future__ import annotations
 
-from minigrad.ops import gelu, log_softmax, relu, sigmoid, silu, softmax, tanh, where
+from minigrad.ops import bias_gelu, gelu, log_softmax, relu, sigmoid, silu, softmax, tanh, where
 from minigrad.tensor import Tensor
 
-__all__ = ["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "leaky_relu"]
+__all__ = ["relu", "gelu", "bias_gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "leaky_relu"]
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:

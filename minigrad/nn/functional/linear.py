@@ -1,9 +1,11 @@
-"""linear: the affine map of Linear layers."""
+"""linear: the affine map of Linear layers; bias_residual(x, bias, residual) = x + bias + residual in one
+fused pass (a projection without its bias, then its bias and a skip connection: minigrad.ops.fused)."""
 from __future__ import annotations
 
+from minigrad.ops import bias_residual
 from minigrad.tensor import Tensor
 
-__all__ = ["linear"]
+__all__ = ["linear", "bias_residual"]
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -1,8 +1,10 @@
 """Recurrent layers: RNN, LSTM and GRU (stacked, optionally bidirectional) and their one-step cells.
 
-One step of each kind is a function of minigrad ops (the gate math below), shared by the cells and the
-full layers. A full layer projects the whole input sequence through W_ih in one matmul per layer and
-direction, then loops over time with the recurrent matmul h W_hh^T and the gate math.
+One step of each kind is a function of minigrad ops (the gate math below; for the LSTM and the GRU one
+fused op each, from minigrad.ops.rnn), shared by the cells and the full layers. A full layer projects
+the whole input sequence through W_ih in one matmul per layer and direction, then loops over time
+with the recurrent matmul h W_hh^T and the gate math; for the LSTM and the GRU that loop is itself one
+fused op per layer and direction (LSTMScan, GRUScan), so a step costs no autograd nodes.
 
 Shapes: T time, B batch, I input_size, H hidden_size, G gates (1 for RNN, 4 for LSTM, 3 for GRU),
 L num_layers, D directions (2 if bidirectional). Gate order and parameter names are PyTorch's, so its
@@ -19,7 +21,7 @@ from minigrad.nn import functional as F
 from minigrad.nn import init
 from minigrad.nn.module import Module
 from minigrad.nn.parameter import Parameter
-from minigrad.ops import cat, stack
+from minigrad.ops import GRUCellFn, GRUScan, LSTMCellFn, LSTMScan, cat, stack
 from minigrad.tensor import Tensor
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
@@ -43,37 +45,53 @@ def _rnn_relu_step(gi, state, w_hh, b_hh):
 
 def _lstm_step(gi, state, w_hh, b_hh):
     """Gates i, f, g, o (input, forget, cell candidate, output) from gi + h W_hh^T + b_hh;
-    c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c')."""
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c') (one fused op: LSTMCellFn)."""
     h, c = state
-    i, f, g, o = (gi + F.linear(h, w_hh, b_hh)).chunk(4, -1)
-    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-    return o.sigmoid() * c.tanh(), c
+    hc = LSTMCellFn.apply(gi, F.linear(h, w_hh, b_hh), c)  # (2, B, H): h', c'
+    return hc[0], hc[1]
 
 
 def _gru_step(gi, state, w_hh, b_hh):
     """Reset and update gates r, z = sigmoid(gi_{r,z} + gh_{r,z}) with gh = h W_hh^T + b_hh; the
     candidate n = tanh(gi_n + r * gh_n) (the reset gate scales the recurrent part, bias included);
-    h' = (1 - z) * n + z * h."""
+    h' = (1 - z) * n + z * h (one fused op: GRUCellFn)."""
     (h,) = state
-    i_r, i_z, i_n = gi.chunk(3, -1)
-    h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, -1)
-    r = (i_r + h_r).sigmoid()
-    z = (i_z + h_z).sigmoid()
-    n = (i_n + r * h_n).tanh()
-    return (n + z * (h - n),)
+    return (GRUCellFn.apply(gi, F.linear(h, w_hh, b_hh), h),)
+
+
+# ---- the full layers' LSTM and GRU: a whole sequence (one layer, one direction) as one fused op ----------
+# Each takes x (T, B, in), the state, the four parameters and the direction; returns (outputs (T, B, H),
+# last state). The input projection of all steps is one matmul, as in RNNBase._scan.
+
+
+def _lstm_scan(x, state, w_ih, w_hh, b_ih, b_hh, reverse):
+    """LSTMScan; both biases go into the input projection (the gates only ever see their sum)."""
+    steps = x.shape[0]
+    gi = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
+    out = LSTMScan.apply(gi, *state, w_hh, reverse=reverse)  # (T + 1, B, H): the h's, then the last c
+    return out[:steps], (out[0 if reverse else steps - 1], out[steps])
+
+
+def _gru_scan(x, state, w_ih, w_hh, b_ih, b_hh, reverse):
+    """GRUScan; b_hh stays in the recurrent part (the reset gate scales it)."""
+    if b_hh is None:
+        b_hh = creation.zeros(w_hh.shape[0], dtype=w_hh.dtype, device=w_hh.device)
+    out = GRUScan.apply(F.linear(x, w_ih, b_ih), state[0], w_hh, b_hh, reverse=reverse)  # (T, B, H)
+    return out, (out[0 if reverse else x.shape[0] - 1],)
 
 
 class _Kind(NamedTuple):
     gates: int  # G: W_ih has G * H rows
     states: int  # 1 (h) or 2 (h, c)
     step: Callable
+    scan: Callable | None = None  # a fused whole-sequence op for the full layers (else: `step` in a loop)
 
 
 _KINDS = {
     "RNN_TANH": _Kind(1, 1, _rnn_tanh_step),
     "RNN_RELU": _Kind(1, 1, _rnn_relu_step),
-    "LSTM": _Kind(4, 2, _lstm_step),
-    "GRU": _Kind(3, 1, _gru_step),
+    "LSTM": _Kind(4, 2, _lstm_step, _lstm_scan),
+    "GRU": _Kind(3, 1, _gru_step, _gru_scan),
 }
 
 
@@ -272,6 +290,8 @@ class RNNBase(_Recurrent):
     def _scan(self, x, state, names, reverse: bool):
         """Run one layer in one direction over x (T, B, in): returns (outputs (T, B, H), last state)."""
         w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in names)
+        if self._kind.scan is not None:
+            return self._kind.scan(x, state, w_ih, w_hh, b_ih, b_hh, reverse)
         gi = F.linear(x, w_ih, b_ih)  # (T, B, G*H): the input projection of every step in one matmul
         steps = x.shape[0]
         outputs = [None] * steps

@@ -59,8 +59,13 @@ class _TransformerLayer(Module):
         return dropout(out)
 
     def _feed_forward_block(self, x, dropout):
-        """dropout(linear2(dropout(activation(linear1(x))))): (*, E) -> (*, dim_feedforward) -> (*, E)."""
-        return dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        """dropout(linear2(dropout(activation(linear1(x))))): (*, E) -> (*, dim_feedforward) -> (*, E).
+        A GELU takes linear1's bias add into its own kernel pass (F.bias_gelu): the same values."""
+        if self.activation is F.gelu:
+            hidden = F.bias_gelu(F.linear(x, self.linear1.weight), self.linear1.bias)
+        else:
+            hidden = self.activation(self.linear1(x))
+        return dropout(self.linear2(self.dropout(hidden)))
 
 
 class TransformerEncoderLayer(_TransformerLayer):

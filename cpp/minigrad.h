@@ -1,0 +1,18 @@
+// minigrad._C: what the source files of the extension share.
+//
+// Each kernel family lives in its own file and adds its functions to the module in a register_*
+// function, called once from bindings.cpp (the only PYBIND11_MODULE).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace minigrad {
+
+// Threads used by every OpenMP region of the extension (set_num_threads() in Python sets it).
+// One global instead of omp_set_num_threads, whose setting only reaches the calling thread.
+int num_threads();
+
+void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul
+void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_softmax, forward and backward
+
+}  // namespace minigrad

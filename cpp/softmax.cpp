@@ -1,0 +1,469 @@
+// Softmax and log-softmax over the last dim of a C-contiguous (rows, n) array, forward and backward.
+//
+// Every row is independent: OpenMP gives each thread a contiguous block of rows, and one thread
+// walks its rows with SIMD vectors. Per row (x the input, y the output, dy the upstream gradient):
+//
+//   softmax forward       m = max(x);  y = exp(x - m), s = sum(y);  y *= 1 / s
+//   log_softmax forward   m = max(x);  s = sum(exp(x - m));         y = (x - m) - log(s)
+//   softmax backward      d = sum(dy * y);                          dx = y * (dy - d)
+//   log_softmax backward  s = sum(dy);                              dx = dy - exp(y) * s
+//
+// Numerical stability: subtracting the row max makes every exponent <= 0, so nothing overflows and
+// the largest term is exactly 1 (s >= 1). No special case is needed for rows without a finite max:
+// IEEE arithmetic gives numpy_ref's results. A row of all -inf has m = -inf and x - m = -inf - -inf =
+// nan, so the row is nan, as in PyTorch; a +inf anywhere makes the max +inf and the row nan (inf -
+// inf), a nan anywhere makes the sum nan, so the row is nan, as numpy_ref.
+//
+// Memory: a row is read from memory once. The second and third passes find it in L1/L2 (a row of
+// 4096 floats is 16 KiB), so a large softmax costs one read of x and one write of y, which is why its
+// speed is compared with a plain copy. The exponentials are computed once, stored in y, and rescaled
+// in place (multiplying by 1/s: one division per row instead of one per element).
+//
+// SIMD: the kernels are written once, on GCC/Clang vector extensions (`V a = b * c + d` works lane by
+// lane on a vector of 16, 8 or 4 floats), and compiled three times, inside functions carrying the
+// target attributes AVX-512, AVX2+FMA and the baseline (SSE2 on x86-64). The always_inline helpers take
+// the instruction set of the function they are inlined into; the best version the CPU supports is
+// chosen once at run time with __builtin_cpu_supports. The row length needs no multiple of the vector
+// width: the last, partial vector of a row is loaded with a neutral filler (-inf for a max and for
+// exp, 0 for a sum) and only its valid lanes are stored.
+#include <omp.h>
+#include <pybind11/numpy.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "minigrad.h"
+
+// Vectors are returned by value only from always_inline functions (never across an ABI boundary), and
+// passed by const reference, which keeps GCC's notes on the vector ABI quiet.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace py = pybind11;
+
+namespace minigrad {
+namespace {
+
+#define MG_INLINE inline __attribute__((always_inline))
+
+// ---- SIMD vectors of Bytes bytes holding T -----------------------------------------------------------
+
+template <class T, int Bytes>
+struct Simd {
+    using Scalar = T;
+    using Int = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;  // an integer of T's width
+    typedef T V __attribute__((vector_size(Bytes)));
+    typedef Int I __attribute__((vector_size(Bytes)));
+    static constexpr int64_t lanes = Bytes / sizeof(T);
+};
+
+template <class V, class T>
+MG_INLINE V splat(T x) {
+    return V{} + x;  // vector + scalar broadcasts the scalar
+}
+
+// A row is walked one vector at a time: body(i, FullVector{}) for every whole vector at element i,
+// then body(i, k) once for a last, partial vector of k < lanes elements. The body is instantiated
+// twice, so the loads and stores of whole vectors compile to plain vector moves with no test.
+struct FullVector {};
+
+template <class S, class Body>
+MG_INLINE void for_each_vector(int64_t n, Body body) {
+    int64_t i = 0;
+    for (; i + S::lanes <= n; i += S::lanes) body(i, FullVector{});
+    if (i < n) body(i, n - i);
+}
+
+// Load a vector from p: a whole one (an unaligned load), or k elements with `fill` in the other lanes.
+template <class S, class Count>
+MG_INLINE typename S::V load(const typename S::Scalar* p, Count k, typename S::Scalar fill) {
+    typename S::V v;
+    if constexpr (std::is_same_v<Count, FullVector>) {
+        std::memcpy(&v, p, sizeof v);
+    } else {
+        v = splat<typename S::V>(fill);
+        for (int64_t j = 0; j < k; ++j) v[j] = p[j];
+    }
+    return v;
+}
+
+// Store a whole vector, or its first k lanes, to p.
+template <class S, class Count>
+MG_INLINE void store(typename S::Scalar* p, const typename S::V& v, Count k) {
+    if constexpr (std::is_same_v<Count, FullVector>) {
+        std::memcpy(p, &v, sizeof v);
+    } else {
+        for (int64_t j = 0; j < k; ++j) p[j] = v[j];
+    }
+}
+
+struct Add {
+    template <class A>
+    MG_INLINE A operator()(const A& a, const A& b) const { return a + b; }
+};
+// max(a, b) and min(a, b) for scalars and vectors alike; like the maxps / minps instructions, they
+// return b when a or b is nan.
+struct Max {
+    template <class A>
+    MG_INLINE A operator()(const A& a, const A& b) const { return a > b ? a : b; }
+};
+struct Min {
+    template <class A>
+    MG_INLINE A operator()(const A& a, const A& b) const { return a < b ? a : b; }
+};
+
+// Horizontal reduction of a vector: combine its two halves until two lanes remain (log2(lanes) steps).
+template <class T, int Bytes, class Op>
+MG_INLINE T fold(const typename Simd<T, Bytes>::V& v, Op op) {
+    if constexpr (Bytes == 2 * sizeof(T)) {
+        return op(v[0], v[1]);
+    } else {
+        typename Simd<T, Bytes / 2>::V lo, hi;
+        std::memcpy(&lo, &v, Bytes / 2);
+        std::memcpy(&hi, reinterpret_cast<const char*>(&v) + Bytes / 2, Bytes / 2);
+        return fold<T, Bytes / 2>(op(lo, hi), op);
+    }
+}
+
+template <class S, class Op>
+MG_INLINE typename S::Scalar reduce(const typename S::V& v, Op op) {
+    return fold<typename S::Scalar, sizeof(typename S::V)>(v, op);
+}
+
+// ---- exp ---------------------------------------------------------------------------------------------
+//
+// e^x = 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2, |r| <= ln(2)/2 (range reduction), then
+// e^r by its Taylor polynomial sum_k r^k / k! in Horner form (one FMA per degree).
+// - n: adding 1.5 * 2^(mantissa bits) to x * log2(e) rounds it to an integer in the float's last
+//   place; subtracting it back gives n as a float, and the integer difference of the bit patterns
+//   gives n as an integer (no float -> int conversion needed).
+// - r: ln 2 is split Cody-Waite style into ln2_hi, which has so few significant bits that n * ln2_hi
+//   is exact, plus the small remainder ln2_lo: x - n ln2_hi is exact, and r carries one rounding.
+// - 2^n is built from the exponent bits, as 2^n1 * 2^n2 with n1 = floor(n / 2), so that both factors
+//   are normal numbers: results down to the subnormal range and up to the largest finite float come
+//   out right, and the final rounding happens only in the last product.
+// - x is clamped to [lo, hi], outside which e^x rounds to 0 or to +inf; the comparisons are false for
+//   nan, which passes through (exp(nan) = nan); exp(-inf) = 0 and exp(+inf) = +inf.
+// Error bound, in ulps of e^x (|r| <= 0.3466, so e^r lies in [0.707, 1.414]): the final FMA of Horner's
+// rule rounds once (0.5 ulp); the rounding of r moves e^r by up to 0.25 ulp; the rounding of the
+// previous Horner step, multiplied by |r|, adds up to 0.17 ulp; the truncation of the degree-7 (float)
+// or degree-13 (double) Taylor polynomial adds up to 0.11 resp. 0.04 ulp; the scaling by 2^n is exact
+// (save for results in the subnormal range, rounded once). In total under 1 ulp with FMA (the AVX2
+// and AVX-512 versions): tests/test_cpp_softmax.py measures 0.93 ulp in float32 and 0.87 in float64
+// at worst over 3 million points. Without FMA (the portable version on x86-64: SSE2 has none) every
+// Horner step rounds twice: under 1.25 ulp, 1.20 / 1.14 measured. A minimax polynomial would save a
+// degree; the Taylor coefficients 1/k! need no table to check.
+
+template <class T>
+struct ExpConstants;
+
+template <>
+struct ExpConstants<float> {
+    static constexpr float lo = -104.0f, hi = 88.8f;  // e^lo < smallest subnormal / 2, e^hi > FLT_MAX
+    static constexpr float log2e = 1.44269504088896341f;
+    static constexpr float ln2_hi = 0.693359375f;  // 355/512: 9 significant bits
+    static constexpr float ln2_lo = -2.12194440054690583e-4f;
+    static constexpr int degree = 7, mantissa_bits = 23, exponent_bias = 127;
+};
+
+template <>
+struct ExpConstants<double> {
+    static constexpr double lo = -746.0, hi = 709.8;
+    static constexpr double log2e = 1.44269504088896340736;
+    static constexpr double ln2_hi = 6.93145751953125e-1;  // 45426/65536: 16 significant bits
+    static constexpr double ln2_lo = 1.42860682030941723212e-6;
+    static constexpr int degree = 13, mantissa_bits = 52, exponent_bias = 1023;
+};
+
+// 1/k!, rounded once (the factorials up to 13! are exact in double)
+template <class T>
+constexpr T inverse_factorial(int k) {
+    double f = 1;
+    for (int i = 2; i <= k; ++i) f *= i;
+    return T(1.0 / f);
+}
+
+// p(r) = sum_{k <= degree} r^k / k! by Horner's rule, p = p * r + 1/k! for k = degree - 1 ... 0, unrolled
+// at compile time, so the coefficients are constants and each step compiles to one FMA. (As a plain
+// loop it was not unrolled under -fwrapv, which Python's build flags add: it then recomputed the
+// factorials at run time and lost its FMAs.)
+template <class V, class T, int Degree, int... K>
+MG_INLINE V taylor_exp(const V& r, std::integer_sequence<int, K...>) {
+    V p = splat<V>(inverse_factorial<T>(Degree));
+    ((p = p * r + inverse_factorial<T>(Degree - 1 - K)), ...);
+    return p;
+}
+
+template <class S>
+MG_INLINE typename S::V vexp(const typename S::V& x_in) {
+    using T = typename S::Scalar;
+    using V = typename S::V;
+    using I = typename S::I;
+    using C = ExpConstants<T>;
+    const V x = Min{}(splat<V>(C::hi), Max{}(splat<V>(C::lo), x_in));  // a nan passes through both
+    const V magic = splat<V>(T(3) * T(1ULL << (C::mantissa_bits - 1)));  // 1.5 * 2^mantissa_bits
+    const V t = x * C::log2e + magic;
+    const V n = t - magic;
+    const V r = (x - n * C::ln2_hi) - n * C::ln2_lo;
+    const V p = taylor_exp<V, T, C::degree>(r, std::make_integer_sequence<int, C::degree>{});
+    const I ni = (I)t - (I)magic;  // (I) reinterprets the bits
+    const I n1 = ni >> 1, n2 = ni - n1;
+    const V scale1 = (V)((n1 + C::exponent_bias) << C::mantissa_bits);
+    const V scale2 = (V)((n2 + C::exponent_bias) << C::mantissa_bits);
+    return p * scale1 * scale2;
+}
+
+// ---- the row kernels -------------------------------------------------------------------------------
+// Each kernel K has row<S>(out, a, b, n) for one row of n elements (b unused by forward kernels).
+
+// The body of the loops below, `[&](int64_t i, auto k) MG_LAMBDA {...}`, handles the vector at element
+// i (k: FullVector or a count, see for_each_vector); always_inline so that it gets the instruction set
+// of the function it ends up in.
+#define MG_LAMBDA __attribute__((always_inline))
+
+// m = max(x) (with a nan in x, m may or may not be nan: the row comes out nan either way).
+template <class S>
+MG_INLINE typename S::Scalar row_max(const typename S::Scalar* x, int64_t n) {
+    using T = typename S::Scalar;
+    constexpr T ninf = -std::numeric_limits<T>::infinity();
+    auto m = splat<typename S::V>(ninf);
+    for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+        m = Max{}(m, load<S>(x + i, k, ninf));
+    });
+    return reduce<S>(m, Max{});
+}
+
+struct SoftmaxForward {  // out = softmax(a)
+    template <class S, class T = typename S::Scalar>
+    static MG_INLINE void row(T* y, const T* x, const T*, int64_t n) {
+        using V = typename S::V;
+        constexpr T ninf = -std::numeric_limits<T>::infinity();
+        const V m = splat<V>(row_max<S>(x, n));
+        V sum{};
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {  // filler: exp(-inf - m) = 0 adds 0
+            const V e = vexp<S>(load<S>(x + i, k, ninf) - m);
+            sum += e;
+            store<S>(y + i, e, k);
+        });
+        const V inv = splat<V>(T(1) / reduce<S>(sum, Add{}));
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+            store<S>(y + i, load<S>(y + i, k, 0) * inv, k);
+        });
+    }
+};
+
+struct LogSoftmaxForward {  // out = log_softmax(a)
+    template <class S, class T = typename S::Scalar>
+    static MG_INLINE void row(T* y, const T* x, const T*, int64_t n) {
+        using V = typename S::V;
+        constexpr T ninf = -std::numeric_limits<T>::infinity();
+        const V m = splat<V>(row_max<S>(x, n));
+        V sum{};
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+            sum += vexp<S>(load<S>(x + i, k, ninf) - m);
+        });
+        const V log_sum = splat<V>(std::log(reduce<S>(sum, Add{})));
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {  // (x - m) - log(s): numpy_ref's rounding
+            store<S>(y + i, (load<S>(x + i, k, 0) - m) - log_sum, k);
+        });
+    }
+};
+
+struct SoftmaxBackward {  // out = dx from a = dy and b = y (the softmax output)
+    template <class S, class T = typename S::Scalar>
+    static MG_INLINE void row(T* dx, const T* dy, const T* y, int64_t n) {
+        using V = typename S::V;
+        V dot{};
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+            dot += load<S>(dy + i, k, 0) * load<S>(y + i, k, 0);
+        });
+        const V d = splat<V>(reduce<S>(dot, Add{}));
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+            store<S>(dx + i, load<S>(y + i, k, 0) * (load<S>(dy + i, k, 0) - d), k);
+        });
+    }
+};
+
+struct LogSoftmaxBackward {  // out = dx from a = dy and b = y (the log_softmax output)
+    template <class S, class T = typename S::Scalar>
+    static MG_INLINE void row(T* dx, const T* dy, const T* y, int64_t n) {
+        using V = typename S::V;
+        V sum{};
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA { sum += load<S>(dy + i, k, 0); });
+        const V s = splat<V>(reduce<S>(sum, Add{}));
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+            store<S>(dx + i, load<S>(dy + i, k, 0) - vexp<S>(load<S>(y + i, k, 0)) * s, k);
+        });
+    }
+};
+
+struct Exp {  // out = exp(a), elementwise: the vector exp on its own, for its accuracy test
+    template <class S, class T = typename S::Scalar>
+    static MG_INLINE void row(T* y, const T* x, const T*, int64_t n) {
+        for_each_vector<S>(n, [&](int64_t i, auto k) MG_LAMBDA {
+            store<S>(y + i, vexp<S>(load<S>(x + i, k, 0)), k);
+        });
+    }
+};
+
+// ---- one compiled version per instruction set, chosen at run time ---------------------------------
+
+template <class T>
+using RowsFn = void (*)(T* out, const T* a, const T* b, int64_t r0, int64_t r1, int64_t n);
+
+#define MG_ROWS(NAME, TARGET, BYTES)                                                                   \
+    template <class K, class T>                                                                        \
+    TARGET void NAME(T* out, const T* a, const T* b, int64_t r0, int64_t r1, int64_t n) {              \
+        for (int64_t r = r0; r < r1; ++r)                                                              \
+            K::template row<Simd<T, BYTES>>(out + r * n, a + r * n, b ? b + r * n : nullptr, n);      \
+    }
+#if defined(__x86_64__) || defined(__i386__)
+MG_ROWS(rows_avx512, __attribute__((target("avx512f,fma"))), 64)
+MG_ROWS(rows_avx2, __attribute__((target("avx2,fma"))), 32)
+#endif
+MG_ROWS(rows_portable, , 16)  // the baseline: SSE2 on x86-64, NEON on arm64
+#undef MG_ROWS
+
+// The versions, best first; g_isa indexes the one in use (the best this CPU runs, unless a test or a
+// benchmark picks another with set_softmax_kernel).
+const char* const kIsaNames[] = {"avx512", "avx2", "portable"};
+constexpr int kIsaCount = 3;
+
+bool isa_supported(int isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    if (isa == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == kIsaCount - 1;
+}
+
+std::atomic<int> g_isa{[] {
+    int isa = 0;
+    while (!isa_supported(isa)) ++isa;
+    return isa;
+}()};
+
+template <class K, class T>
+RowsFn<T> rows_fn() {
+    switch (g_isa.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+        case 0: return &rows_avx512<K, T>;
+        case 1: return &rows_avx2<K, T>;
+#endif
+        default: return &rows_portable<K, T>;
+    }
+}
+
+// Below this many elements, one thread does the whole array (starting the others costs more).
+constexpr int64_t kParallelMin = 1 << 15;
+
+template <class K, class T>
+void run_rows(T* out, const T* a, const T* b, int64_t rows, int64_t n) {
+    const RowsFn<T> fn = rows_fn<K, T>();
+    const int threads = rows * n < kParallelMin ? 1 : int(std::min<int64_t>(num_threads(), rows));
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {  // a contiguous block of rows per thread
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        fn(out, a, b, rows * t / nt, rows * (t + 1) / nt, n);
+    }
+}
+
+// ---- Python bindings -------------------------------------------------------------------------------
+
+std::string shape_of(const py::array& x) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < x.ndim(); ++d) s += (d ? ", " : "") + std::to_string(x.shape(d));
+    return s + (x.ndim() == 1 ? ",)" : ")");
+}
+
+std::string dtype_of(const py::array& x) { return py::str(x.dtype()); }
+
+// out = K(a[, b]) over the rows of 2-D arrays of one shape and dtype (float32 or float64), all
+// C-contiguous; the GIL is released while the kernel runs.
+template <class K>
+void launch(const char* name, py::array& out, const py::array& a, const py::array* b, bool flat = false) {
+    const std::string fn = name;
+    for (const py::array* x : {static_cast<const py::array*>(&out), &a, b}) {
+        if (!x) continue;
+        if (!flat && x->ndim() != 2)
+            throw py::value_error(fn + ": expected 2-D (rows, n) arrays, got shape " + shape_of(*x));
+        if (!x->dtype().is(out.dtype()))
+            throw py::type_error(fn + ": all arrays must have one dtype, got " + dtype_of(out) + " and " +
+                                 dtype_of(*x));
+        if (x->ndim() != out.ndim() || !std::equal(x->shape(), x->shape() + x->ndim(), out.shape()))
+            throw py::value_error(fn + ": shapes differ: " + shape_of(out) + " and " + shape_of(*x));
+        if (!(x->flags() & py::array::c_style))
+            throw py::value_error(fn + ": arrays must be C-contiguous (got a strided array of shape " +
+                                  shape_of(*x) + ")");
+    }
+    if (!out.writeable()) throw py::value_error(fn + ": the output array is read-only");
+    const int64_t rows = flat ? 1 : out.shape(0), n = flat ? out.size() : out.shape(1);
+    auto call = [&](auto zero) {
+        using T = decltype(zero);
+        T* o = static_cast<T*>(out.mutable_data());
+        const T* pa = static_cast<const T*>(a.data());
+        const T* pb = b ? static_cast<const T*>(b->data()) : nullptr;
+        py::gil_scoped_release release;
+        run_rows<K, T>(o, pa, pb, rows, n);
+    };
+    if (out.dtype().is(py::dtype::of<float>()))
+        call(0.0f);
+    else if (out.dtype().is(py::dtype::of<double>()))
+        call(0.0);
+    else
+        throw py::type_error(fn + ": expected float32 or float64 arrays, got " + dtype_of(out));
+}
+
+// The bindings: outputs first, then the inputs (backward: the upstream gradient dy, then the forward
+// output y), as in llm.c; `noconvert` refuses anything but a NumPy array (a list would be copied into a
+// temporary, and an output written there would be lost).
+template <class K>
+void def_forward(py::module_& m, const char* name, const char* doc) {
+    m.def(name, [name](py::array out, py::array x) { launch<K>(name, out, x, nullptr); },
+          py::arg("out").noconvert(), py::arg("x").noconvert(), doc);
+}
+
+template <class K>
+void def_backward(py::module_& m, const char* name, const char* doc) {
+    m.def(name, [name](py::array dx, py::array dy, py::array y) { launch<K>(name, dx, dy, &y); },
+          py::arg("dx").noconvert(), py::arg("dy").noconvert(), py::arg("y").noconvert(), doc);
+}
+
+}  // namespace
+
+void register_softmax(py::module_& m) {
+    def_forward<SoftmaxForward>(m, "softmax_forward",
+                                "out (rows, n) = softmax of each row of x (rows, n); float32/float64, "
+                                "C-contiguous.");
+    def_forward<LogSoftmaxForward>(m, "log_softmax_forward",
+                                   "out (rows, n) = log_softmax of each row of x (rows, n).");
+    def_backward<SoftmaxBackward>(m, "softmax_backward",
+                                  "dx (rows, n) = y * (dy - sum(dy * y)) per row, y the softmax output.");
+    def_backward<LogSoftmaxBackward>(m, "log_softmax_backward",
+                                     "dx (rows, n) = dy - exp(y) * sum(dy) per row, y the log_softmax "
+                                     "output.");
+    m.def("vexp", [](py::array out, py::array x) { launch<Exp>("vexp", out, x, nullptr, true); },
+          py::arg("out").noconvert(), py::arg("x").noconvert(),
+          "out = exp(x) elementwise, the softmax kernels' vector exp (any shape, C-contiguous; one thread).");
+    m.def("softmax_kernels", [] {
+        py::list names;
+        for (int isa = 0; isa < kIsaCount; ++isa)
+            if (isa_supported(isa)) names.append(kIsaNames[isa]);
+        return names;
+    }, "Versions of the softmax kernels this CPU can run, best first (avx512, avx2, portable).");
+    m.def("softmax_kernel", [] { return std::string(kIsaNames[g_isa.load()]); },
+          "The version of the softmax kernels in use.");
+    m.def("set_softmax_kernel", [](const std::string& name) {
+        for (int isa = 0; isa < kIsaCount; ++isa)
+            if (name == kIsaNames[isa] && isa_supported(isa)) return g_isa.store(isa);
+        throw py::value_error("set_softmax_kernel: '" + name + "' is not one of softmax_kernels()");
+    }, py::arg("name"), "Use another version of the softmax kernels (for tests and benchmarks).");
+}
+
+}  // namespace minigrad

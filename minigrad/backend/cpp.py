@@ -1,0 +1,70 @@
+"""The C++ backend: a thin wrapper over the compiled extension `minigrad._C` (sources in cpp/).
+
+Importing this module raises ImportError when the extension was not built; `minigrad.backend`
+then warns once and keeps the NumPy reference. Each primitive here has exactly the semantics of
+its `numpy_ref` namesake; inputs the kernels do not cover (other dtypes, 1-D operands) go to the
+reference.
+
+matmul: the kernel (cpp/gemm.cpp) reads any strides, so transposed operands (the Aᵀ·B and A·Bᵀ of
+backward) and broadcast batch dims (stride 0) are used in place, without copies. It runs with the
+GIL released, on `minigrad.get_num_threads()` threads.
+
+softmax / log_softmax, forward and backward: the kernels (cpp/softmax.cpp) work on the last dim of
+C-contiguous arrays; another axis is moved last with a copy (see `_along_rows`). Same threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minigrad import _C
+from minigrad.backend import numpy_ref
+
+
+def matmul(a, b):
+    """a (..., m, k) @ b (..., k, n) -> (..., m, n), batch dims broadcast, as `numpy.matmul`;
+    float32 and float64 (both operands the same dtype, at least 2-D) in C++, anything else (and
+    the rare operand whose strides are not whole elements) in NumPy."""
+    out = _C.matmul(a, b)
+    return numpy_ref.matmul(a, b) if out is None else out
+
+
+# ---- softmax and log-softmax (cpp/softmax.cpp) -----------------------------------------------------
+# The kernels normalize the rows of a C-contiguous (rows, n) array: the last dim. Another `axis` is
+# first moved last (np.moveaxis, a view) and made contiguous (np.ascontiguousarray: a copy, of a
+# transposed or strided input only); the result is moved back, as a view, so it has the input's shape.
+
+_SOFTMAX_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _along_rows(name, axis, *arrays):
+    """`_C.<name>(out, *rows)` on the arrays (one shape and dtype) seen as rows along `axis`; returns
+    out (the arrays' shape). Dtypes other than float32/float64 go to numpy_ref."""
+    if arrays[0].dtype not in _SOFTMAX_DTYPES or any(a.dtype != arrays[0].dtype for a in arrays):
+        return getattr(numpy_ref, name)(*arrays, axis)
+    ndim = arrays[0].ndim
+    moved = [np.moveaxis(a, axis, -1) if ndim else a.reshape(1) for a in arrays]  # a 0-d array: one row
+    shape = moved[0].shape
+    rows = [np.ascontiguousarray(m).reshape(int(np.prod(shape[:-1])), shape[-1]) for m in moved]
+    out = np.empty_like(rows[0])
+    getattr(_C, name)(out, *rows)
+    return np.moveaxis(out.reshape(shape), -1, axis) if ndim else out.reshape(())
+
+
+def softmax_forward(x, axis):
+    """exp(x - max) / sum(exp(x - max)) along `axis`; x any shape, float32/float64 in C++."""
+    return _along_rows("softmax_forward", axis, x)
+
+
+def softmax_backward(dout, out, axis):
+    """out * (dout - sum(dout * out)) along `axis`; dout and out of one shape, out = softmax."""
+    return _along_rows("softmax_backward", axis, dout, out)
+
+
+def log_softmax_forward(x, axis):
+    """(x - max) - log(sum(exp(x - max))) along `axis`."""
+    return _along_rows("log_softmax_forward", axis, x)
+
+
+def log_softmax_backward(dout, out, axis):
+    """dout - exp(out) * sum(dout) along `axis`; out = log_softmax."""
+    return _along_rows("log_softmax_backward", axis, dout, out)
