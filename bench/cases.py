@@ -559,3 +559,61 @@ def lstm_cell(side, batch, hidden):
 def gru_cell(side, batch, hidden):
     """GRU gate math (r, z, n) of one step, forward + backward, float32."""
     return _cell_step(side, batch, hidden, "gru")
+
+
+# ---- a whole training step ------------------------------------------------------------------------------
+
+@case("gpt_step", refs=("numpy", "torch"), sizes=[dict(batch=12, block=64, layers=4, d=128)],
+      quick=[dict(batch=2, block=16, layers=1, d=32)], label="B={batch} T={block} L={layers} d={d}", tol=1e-3,
+      work=("tokens/s", lambda batch, block, layers, d: batch * block))
+def gpt_step(side, batch, block, layers, d):
+    """One AdamW training step of the tiny GPT (nanoGPT's CPU recipe: 4 layers, 4 heads, d=128, block 64,
+    batch 12, vocab 65, no dropout): forward, cross-entropy, backward, gradient clipping, optimizer step.
+
+    minigrad: minigrad.models.GPT with its default kernels; numpy: the same on the NumPy reference backend;
+    torch: nanoGPT's model ported to PyTorch (bench/torch_gpt.py), started from minigrad's initial weights,
+    with torch.optim.AdamW over the same parameter groups. All sides see the same batches; a step returns
+    its loss (computed before its update), so successive calls also check that the updates agree."""
+    import minigrad as mg
+    from minigrad.models import GPT, GPTConfig
+    config = GPTConfig(vocab_size=65, block_size=block, n_layer=layers, n_head=4, n_embd=d, dropout=0.0, bias=False)
+    mg.manual_seed(30)
+    model = GPT(config)
+    rng = np.random.default_rng(31)
+    batches = [(rng.integers(0, 65, (batch, block)), rng.integers(0, 65, (batch, block))) for _ in range(8)]
+    calls = [0]
+
+    def next_batch():
+        calls[0] += 1
+        return batches[(calls[0] - 1) % len(batches)]
+    if side == "torch":
+        import torch
+        from bench.torch_gpt import TorchGPT
+        tmodel = TorchGPT(config)
+        tmodel.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
+        params = list(tmodel.parameters())
+        opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                                 {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                                lr=1e-3, betas=(0.9, 0.99))
+
+        def step():
+            x, y = map(torch.from_numpy, next_batch())
+            loss = tmodel(x, y)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            return loss.detach()
+        return step
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
+    params = list(model.parameters())
+
+    def step():
+        x, y = map(mg.from_numpy, next_batch())
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        mg.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return loss.detach()
+    return _on_numpy_ref(step) if side == "numpy" else step

@@ -12,3 +12,8 @@ from minigrad.data.dataloader import DataLoader, default_collate
 from minigrad.data.dataset import Dataset, Subset, TensorDataset, random_split
 
 __all__ = ["Dataset", "TensorDataset", "Subset", "random_split", "DataLoader", "default_collate"]
+
+# Text for language models: the bundled Tiny Shakespeare, a char-level tokenizer, nanoGPT's split, batches.
+from minigrad.data.text import CharTokenizer, get_batch, load_tinyshakespeare, train_val_split  # noqa: E402
+
+__all__ += ["load_tinyshakespeare", "CharTokenizer", "train_val_split", "get_batch"]

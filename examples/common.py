@@ -1,0 +1,75 @@
+"""Helpers shared by the training examples: the device check, a progress bar, the loss-curve plot.
+
+The examples import this file as a sibling module (`from common import ...`): Python puts the directory
+of the script it runs on sys.path, so `python examples/<name>.py` finds it from any working directory.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import minigrad as mg
+
+try:
+    from tqdm import tqdm
+except ImportError:  # optional (the `examples` extra): log lines instead of a progress bar
+    tqdm = None
+
+
+def check_device(device: str) -> None:
+    """Stop with a clear message when `device` is 'cuda' and minigrad has no CUDA backend here."""
+    if device == "cuda" and not mg.backend.available("cuda"):
+        raise SystemExit("--device cuda: minigrad's CUDA backend is not available on this machine (it needs "
+                         "an NVIDIA GPU and CuPy: pip install -e \".[cuda]\"); use --device cpu")
+
+
+class Progress:
+    """A tqdm bar showing the loss and a throughput; without tqdm, a log line every `every` steps."""
+
+    def __init__(self, start: int, total: int, every: int = 10):
+        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True) if tqdm else None
+        self.every = every
+
+    def update(self, step: int, loss: float, lr: float, rate: float, unit: str = "tok/s") -> None:
+        """After step `step` (1-based): its loss, learning rate and throughput (`rate` `unit`)."""
+        line = f"loss {loss:.4f}, lr {lr:.2e}, {rate:,.0f} {unit}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(line, refresh=False)
+            self.bar.update(1)
+        elif step % self.every == 0:
+            print(f"step {step}: {line}", flush=True)
+
+    def write(self, line: str) -> None:
+        """Print a line without breaking the bar."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def plot_losses(losses: list[float], evals: list[list[float]], eval_names: list[str], title: str, path: str,
+                ylabel: str = "loss") -> None:
+    """Per-step training loss (step 1, 2, ...), and evaluations (rows [step, value, ...], the values named
+    by eval_names) as points joined by lines, to a PNG. Needs matplotlib; says so and returns without it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no loss curve (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(range(1, len(losses) + 1), losses, lw=0.5, alpha=0.5, label="train (batch)")
+    if evals:
+        rows = np.array(evals)
+        for column, name in enumerate(eval_names, start=1):
+            ax.plot(rows[:, 0], rows[:, column], "o-", label=name)
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"loss curve: {path}")
