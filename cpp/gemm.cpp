@@ -199,8 +199,9 @@ MINIGRAD_KERNEL(plain_f64, __attribute__((flatten)), Plain<double>, 4, 4)
 //       in L2 through the jr loop, with room for the B panels streaming through;
 //   NC: a B block, KC x NC x sizeof(T) = 4 MiB, stays in L3 (each thread has its own).
 // MR = 14 fills the register file: 14 x 2 accumulators + 2 B vectors + 1 broadcast
-// use 31 of the 32 zmm registers (6 x 16 uses 15 of 16 ymm for AVX2). KC and MC were compared
-// by measurement around these values (bench/RESULTS.md); the AVX2 and scalar sizes assume the
+// use 31 of the 32 zmm registers (6 x 16 uses 15 of 16 ymm for AVX2). The blocks follow from the
+// cache sizes above (BLIS's analytical model), not from a sweep; at n >= 512 the kernel runs at about
+// 80% of the measured FMA peak with them (bench/RESULTS.md). The AVX2 and scalar sizes assume the
 // smaller L2 (256 KiB and up) of older x86 cores.
 template <class T>
 struct Kernels;

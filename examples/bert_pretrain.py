@@ -24,7 +24,6 @@ trainer of `tokenizers` breaks ties between equally frequent merges in hash-map 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ from minigrad.models import BertConfig, BertForMaskedLM, BertTokenizer
 from minigrad.nn import functional as F
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, plot_losses
+from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info
 
 IGNORE = -100  # label of the tokens not chosen for prediction (cross_entropy's ignore_index)
 FIXED_BY_CHECKPOINT = ("vocab_size", "seq_len", "hidden", "layers", "heads", "intermediate", "dropout", "max_chars")
@@ -79,17 +78,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         for key in FIXED_BY_CHECKPOINT:
             setattr(args, key, saved[key])
     return args
-
-
-def checkpoint_path(out_dir: str) -> str:
-    return os.path.join(out_dir, "ckpt.safetensors")
-
-
-def read_run_info(out_dir: str) -> dict:
-    path = checkpoint_path(out_dir)
-    if not os.path.exists(path):
-        raise SystemExit(f"no checkpoint at {path} to resume from (train without --resume first)")
-    return json.loads(mg.io.load_metadata(path)["extra"])
 
 
 def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_id: int, vocab_size: int, special_ids,

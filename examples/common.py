@@ -5,6 +5,9 @@ of the script it runs on sys.path, so `python examples/<name>.py` finds it from 
 """
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 
 import minigrad as mg
@@ -20,6 +23,20 @@ def check_device(device: str) -> None:
     if device == "cuda" and not mg.backend.available("cuda"):
         raise SystemExit("--device cuda: minigrad's CUDA backend is not available on this machine (it needs "
                          "an NVIDIA GPU and CuPy: pip install -e \".[cuda]\"); use --device cpu")
+
+
+def checkpoint_path(out_dir: str) -> str:
+    """Where an example keeps its checkpoint: <out_dir>/ckpt.safetensors."""
+    return os.path.join(out_dir, "ckpt.safetensors")
+
+
+def read_run_info(out_dir: str) -> dict:
+    """The JSON `extra` saved with the checkpoint in `out_dir` (settings, history, generator state...);
+    stops with a clear message when there is no checkpoint to resume from."""
+    path = checkpoint_path(out_dir)
+    if not os.path.exists(path):
+        raise SystemExit(f"no checkpoint at {path} to resume from (train without --resume first)")
+    return json.loads(mg.io.load_metadata(path)["extra"])
 
 
 class Progress:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from minigrad.data import CharTokenizer, get_batch, load_tinyshakespeare, train_
 from minigrad.models import GPT, GPTConfig
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, plot_losses
+from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info
 
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -100,18 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         settings.update({k: v for k, v in saved.items() if k in settings})  # how the run trained, not where
     settings.update(given)
     return argparse.Namespace(**settings)
-
-
-def checkpoint_path(out_dir: str) -> str:
-    return os.path.join(out_dir, "ckpt.safetensors")
-
-
-def read_run_info(out_dir: str) -> dict:
-    """The `extra` dict saved with a checkpoint: settings, model config, generator state, loss history."""
-    path = checkpoint_path(out_dir)
-    if not os.path.exists(path):
-        raise SystemExit(f"no checkpoint at {path} to resume from (train without --resume first)")
-    return json.loads(mg.io.load_metadata(path)["extra"])
 
 
 def load_model(out_dir: str, device: str = "cpu") -> tuple[GPT, CharTokenizer, dict]:

@@ -8,6 +8,7 @@ Without HYPOTHESIS_PROFILE the profile is "ci" when the CI environment variable 
 """
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -33,3 +34,12 @@ def pytest_configure(config):
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def restore_threads():
+    """Put minigrad's thread count (every pool: minigrad.set_num_threads) back as it was after the test."""
+    import minigrad as mg
+    before = mg.get_num_threads()
+    yield
+    mg.set_num_threads(before)

@@ -4,9 +4,6 @@ other two examples (and transformers) load; BERT's 80/10/10 masking rule; the ge
 text only; mean pooling ignores padding and matches a transformers-based computation on MiniLM."""
 from __future__ import annotations
 
-import json
-import os
-import pathlib
 import subprocess
 import sys
 import warnings
@@ -14,13 +11,11 @@ import warnings
 import numpy as np
 import pytest
 
-import minigrad as mg
 from minigrad.models import BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizer
+from example_support import EXAMPLES, run_example, run_info  # tests/ is on sys.path under pytest
 
 pytest.importorskip("tokenizers", reason="the BERT examples need the tokenizers package")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import bert_embeddings  # noqa: E402
 import bert_finetune  # noqa: E402
@@ -32,15 +27,13 @@ TINY_PRETRAIN = ["--max-chars", "30000", "--vocab-size", "200", "--seq-len", "16
 
 
 def run(script: str, *args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], capture_output=True,
-                            text=True, timeout=300, env=env, cwd=cwd)
+    result = run_example(script, *args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result
 
 
 def history(out_dir) -> dict:
-    return json.loads(mg.io.load_metadata(out_dir / "ckpt.safetensors")["extra"])["history"]
+    return run_info(out_dir)["history"]
 
 
 @pytest.fixture(scope="module")

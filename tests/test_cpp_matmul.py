@@ -194,13 +194,6 @@ def test_matmul_gradcheck_with_cpp_backend(kernel, shapes):
 
 # ---- threads ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def restore_threads():
-    before = mg.get_num_threads()
-    yield
-    mg.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shapes", [((200, 300), (300, 100)),  # row blocks split among threads
                                     ((5, 100), (100, 500)),    # one row block: columns split instead

@@ -11,13 +11,6 @@ import pytest
 import minigrad as mg
 
 
-@pytest.fixture
-def restore_threads():
-    before = mg.get_num_threads()
-    yield
-    mg.set_num_threads(before)
-
-
 @pytest.mark.parametrize("n", [1, 2])
 def test_set_num_threads_sets_every_pool(restore_threads, n):
     mg.set_num_threads(n)

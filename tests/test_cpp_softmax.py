@@ -248,13 +248,6 @@ def test_gradcheck_with_cpp_backend(kernel, fn, shape, dim):
 
 # ---- threads ----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def restore_threads():
-    before = mg.get_num_threads()
-    yield
-    mg.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", PRIMITIVES)
 def test_same_result_with_one_and_two_threads(kernel, restore_threads, dtype, name):

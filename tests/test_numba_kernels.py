@@ -552,24 +552,21 @@ THREAD_ROWS = [row for row in ROWS if row.id in THREAD_ROW_IDS]
 assert len(THREAD_ROWS) == len(THREAD_ROW_IDS), "a THREAD_ROW_IDS entry names no row"
 
 
-@pytest.fixture
-def restore_threads():
-    before = mg.get_num_threads()
-    yield
-    mg.set_num_threads(before)
-
-
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has fewer than 2 threads here")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("row", THREAD_ROWS, ids=[r.id for r in THREAD_ROWS])
 def test_same_results_with_one_and_two_threads(row, dtype, restore_threads):
+    assert_same_with_one_and_two_threads(lambda: run_row(numba_cpu, row, dtype)[0])
+
+
+def assert_same_with_one_and_two_threads(run):
     """The kernels split work by rows, column blocks or fixed row chunks (numba_common.row_chunks), never
     by thread, and each output element is computed in one fixed order: the results agree to the bit."""
     results = []
     for threads in (1, 2):
         mg.set_num_threads(threads)
         assert numba.get_num_threads() == threads  # minigrad.set_num_threads sets Numba's threads too
-        results.append(run_row(numba_cpu, row, dtype)[0])
+        results.append(run())  # the outputs of the kernel(s) of one row
     for one, two in zip(*results):
         if one is not None:
             np.testing.assert_array_equal(one, two)

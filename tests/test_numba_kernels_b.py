@@ -29,12 +29,11 @@ from hypothesis import strategies as st
 numba = pytest.importorskip("numba", reason="numba is not installed (pip install -e '.[numba]'): the Numba "
                             "CPU kernels are not available")
 
-import minigrad as mg  # noqa: E402
 from minigrad import backend  # noqa: E402
 from minigrad.backend import numba_attention, numba_conv, numba_cpu, numba_gemm, numba_rnn, numpy_ref  # noqa: E402
 from minigrad.testing import gradcheck  # noqa: E402
 
-from test_numba_kernels import DTYPES, assert_matches  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_numba_kernels import DTYPES, assert_matches, assert_same_with_one_and_two_threads  # noqa: E402  (tests/ is on sys.path under pytest)
 
 MODULES = (numba_attention, numba_conv, numba_rnn, numba_gemm)
 
@@ -371,24 +370,12 @@ THREAD_ROWS = [row for row in ROWS if row.id in THREAD_ROW_IDS]
 assert len(THREAD_ROWS) == len(THREAD_ROW_IDS), "a THREAD_ROW_IDS entry names no row"
 
 
-@pytest.fixture
-def restore_threads():
-    before = mg.get_num_threads()
-    yield
-    mg.set_num_threads(before)
-
-
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has fewer than 2 threads here")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("row", THREAD_ROWS, ids=[r.id for r in THREAD_ROWS])
 def test_same_results_with_one_and_two_threads(row, dtype, restore_threads):
-    results = []
-    for threads in (1, 2):
-        mg.set_num_threads(threads)
-        assert numba.get_num_threads() == threads
-        results.append(run_row(numba_cpu, row, dtype)[0])
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
+    assert_same_with_one_and_two_threads(lambda: run_row(numba_cpu, row, dtype)[0])
+
 
 
 def test_numba_is_the_default_for_these_primitives():

@@ -5,11 +5,6 @@ sample_gpt.py writes text from the checkpoint; --device cuda fails clearly witho
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,21 +12,12 @@ import pytest
 import minigrad as mg
 from minigrad.data import CharTokenizer
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TRAIN, SAMPLE = ROOT / "examples" / "train_gpt.py", ROOT / "examples" / "sample_gpt.py"
+from example_support import run_example as run, run_info  # tests/ is on sys.path under pytest
+
+TRAIN, SAMPLE = "train_gpt.py", "sample_gpt.py"
 TINY = ["--preset", "demo", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
         "--batch-size", "4", "--warmup-iters", "2", "--lr-decay-iters", "6", "--eval-interval", "3",
         "--eval-iters", "2", "--sample-tokens", "20"]
-
-
-def run(script, *args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=cwd)
-
-
-def run_info(out_dir) -> dict:
-    return json.loads(mg.io.load_metadata(out_dir / "ckpt.safetensors")["extra"])
 
 
 @pytest.fixture(scope="module")
