@@ -39,6 +39,23 @@ def read_run_info(out_dir: str) -> dict:
     return json.loads(mg.io.load_metadata(path)["extra"])
 
 
+def run_settings(parser, args, defaults: dict, fixed_keys, out_dir: str, not_from_checkpoint=()) -> dict:
+    """The settings of a run: `defaults`, overridden (with --resume) by the settings saved with the checkpoint
+    in out_dir, except the keys of not_from_checkpoint (where a run trains, not how), overridden by the flags
+    given on the command line (those not None). A flag that contradicts a key the checkpoint fixes
+    (fixed_keys: the model's shape) is a usage error."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    settings = dict(defaults)
+    if args.resume:
+        saved = read_run_info(out_dir)["settings"]
+        for key in fixed_keys:
+            if key in given and given[key] != saved[key]:
+                parser.error(f"--{key.replace('_', '-')} {given[key]} differs from the checkpoint's {saved[key]}")
+        settings.update({k: v for k, v in saved.items() if k in settings and k not in not_from_checkpoint})
+    settings.update(given)
+    return settings
+
+
 class Progress:
     """A tqdm bar showing the loss and a throughput; without tqdm, a log line every `every` steps."""
 

@@ -27,7 +27,7 @@ from minigrad.data import CharTokenizer, get_batch, load_tinyshakespeare, train_
 from minigrad.models import GPT, GPTConfig
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info
+from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info, run_settings
 
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -88,16 +88,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     sample.add_argument("--top-k", type=int)
     args = p.parse_args(argv)
 
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    settings = dict(PRESETS[args.preset], device="cpu", seed=1337, lr_decay_iters=None)  # None: max_iters
-    given.setdefault("out_dir", os.path.join("out", f"gpt-{args.preset}"))
-    if args.resume:
-        saved = read_run_info(given["out_dir"])["settings"]
-        for key in SHAPE_KEYS:  # the checkpoint's weights fix the model's shape
-            if key in given and given[key] != saved[key]:
-                p.error(f"--{key.replace('_', '-')} {given[key]} differs from the checkpoint's {saved[key]}")
-        settings.update({k: v for k, v in saved.items() if k in settings})  # how the run trained, not where
-    settings.update(given)
+    out_dir = args.out_dir or os.path.join("out", f"gpt-{args.preset}")
+    defaults = dict(PRESETS[args.preset], device="cpu", seed=1337, lr_decay_iters=None)  # None: max_iters
+    settings = run_settings(p, args, defaults, SHAPE_KEYS, out_dir)
+    settings["out_dir"] = out_dir
     return argparse.Namespace(**settings)
 
 

@@ -39,7 +39,7 @@ from minigrad import nn
 from minigrad.data import CharTokenizer, get_batch, load_tinyshakespeare, train_val_split
 from minigrad.optim.lr_scheduler import LambdaLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info
+from common import Progress, check_device, checkpoint_path, plot_losses, run_settings
 
 SHAPE_KEYS = ("n_embd", "hidden_size", "n_layer")  # fixed by the checkpoint's weights
 DEFAULTS = dict(n_embd=64, hidden_size=256, n_layer=2, dropout=0.0, block_size=64, batch_size=32,
@@ -214,15 +214,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     sample.add_argument("--temperature", type=float, help="default 0.8")
     args = p.parse_args(argv)
 
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    settings = dict(DEFAULTS)
-    if args.resume:
-        saved = read_run_info(args.out_dir)["settings"]
-        for key in SHAPE_KEYS:
-            if key in given and given[key] != saved[key]:
-                p.error(f"--{key.replace('_', '-')} {given[key]} differs from the checkpoint's {saved[key]}")
-        settings.update({k: v for k, v in saved.items() if k in settings})  # how the run trained, not where
-    settings.update(given)
+    settings = run_settings(p, args, DEFAULTS, SHAPE_KEYS, args.out_dir)
     settings.setdefault("threads", None)
     return argparse.Namespace(**settings)
 
