@@ -60,10 +60,13 @@ else:
     cmdclass = {"build_ext": OptionalBuildExt}
 
 setup(
-    packages=find_packages(include=["minigrad", "minigrad.*"]),
-    # Data files shipped inside the package (paths relative to minigrad/), e.g. bundled
-    # tokenizer vocabularies and small datasets under minigrad/data/.
-    package_data={"minigrad": ["data/*.txt", "data/*.json"]},
+    # minigrad.kernels is the top-level kernels/ directory (CUDA C sources, no Python): it is installed
+    # inside the package so that the CUDA backend finds its .cu files wherever minigrad is installed.
+    packages=find_packages(include=["minigrad", "minigrad.*"]) + ["minigrad.kernels"],
+    package_dir={"minigrad.kernels": "kernels"},
+    # Data files shipped inside the package (paths relative to each package's directory), e.g. bundled
+    # tokenizer vocabularies and small datasets under minigrad/data/, and the CUDA sources.
+    package_data={"minigrad": ["data/*.txt", "data/*.json"], "minigrad.kernels": ["*.cu"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -1,0 +1,109 @@
+"""Every kernels/*.cu compiles with NVRTC, as CuPy's RawModule will compile it on a GPU machine.
+
+No GPU or driver is needed: NVRTC is a library (libnvrtc) that turns CUDA C++ into PTX (a virtual ISA,
+JIT-compiled by the driver) or, given a real architecture, into a CUBIN (running ptxas, which checks
+registers and shared memory). It is reached through CuPy's binding, cupy_backends.cuda.libs.nvrtc;
+CuPy finds libnvrtc.so.13 in the nvidia-cuda-nvrtc wheel (site-packages/nvidia/cu13/lib) through
+cuda-pathfinder. Both are in the `test` extra: `pip install -e ".[test]"`. nvidia-cuda-nvrtc is pinned
+to 13.0.*, the CUDA of the GPU machines' driver: PTX from a newer NVRTC would not load on that driver.
+
+Checks per file, with the options CuPy's RawModule passes: PTX for compute_80 (A100) and compute_90
+(H100) and a CUBIN for sm_90 (ptxas: registers, shared memory) compile without errors (the NVRTC log is
+printed on failure), the PTX has entry points, all with unmangled (extern "C") names, and every float32
+entry point has its float64 twin.
+
+Where NVRTC is not available but the CUDA toolkit's nvcc is, the same sources are compiled to PTX with
+nvcc instead (a fallback with a skip of the NVRTC tests naming the missing package).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "kernels").glob("*.cu"))
+IDS = [p.name for p in SOURCES]
+ARCHS = ["compute_80", "compute_90", "sm_90"]
+# The options CuPy's RawModule adds (cupy/cuda/compiler.py) besides the architecture, which it gives as
+# -arch=sm_XX of the device (a CUBIN) unless told to use PTX.
+CUPY_OPTIONS = ["-ftz=true", "--device-as-default-execution-space"]
+ENTRY_RE = re.compile(r"^\s*\.(?:visible\s+)?\.entry\s+(\w+)", re.MULTILINE)
+
+
+def _nvrtc():
+    """cupy_backends' NVRTC binding with libnvrtc loaded, or the reason it is not available."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+    except ImportError as e:
+        return None, f"needs the cupy-cuda13x package (CuPy's NVRTC binding) to compile kernels/*.cu: {e}"
+    try:
+        nvrtc.getVersion()  # loads libnvrtc.so: raises when it is nowhere to be found
+    except Exception as e:  # cuda.pathfinder's DynamicLibNotFoundError (a RuntimeError), or an NVRTCError
+        return None, ("needs the nvidia-cuda-nvrtc==13.0.* package (libnvrtc.so.13, found by CuPy through "
+                      f"cuda-pathfinder) to compile kernels/*.cu: {type(e).__name__}: {str(e)[:300]}")
+    return nvrtc, None
+
+
+NVRTC, NVRTC_MISSING = _nvrtc()
+
+
+def nvrtc_compile(source: Path, arch: str) -> bytes:
+    """PTX (compute_XX) or CUBIN (sm_XX) of `source`; fails the test with NVRTC's log."""
+    nvrtc = NVRTC
+    prog = nvrtc.createProgram(source.read_text(), source.name, [], [])
+    try:
+        error = None
+        try:
+            nvrtc.compileProgram(prog, [*CUPY_OPTIONS, f"--gpu-architecture={arch}"])
+        except nvrtc.NVRTCError as e:
+            error = e
+        log = nvrtc.getProgramLog(prog).strip()
+        if error is not None:
+            pytest.fail(f"NVRTC {nvrtc.getVersion()} cannot compile {source.name} for {arch}: {error}\n{log}",
+                        pytrace=False)
+        if log:
+            print(f"NVRTC log for {source.name} ({arch}):\n{log}")
+        return nvrtc.getCUBIN(prog) if arch.startswith("sm_") else nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def check_entry_points(name: str, ptx: str):
+    entries = ENTRY_RE.findall(ptx)
+    assert entries, f"{name}: no __global__ entry points in the PTX"
+    mangled = [e for e in entries if e.startswith("_Z")]
+    assert not mangled, f"{name}: entry points without extern \"C\" (mangled names): {mangled}"
+    missing = [e for e in entries if e.endswith("_f32") and e[:-4] + "_f64" not in entries]
+    assert not missing, f"{name}: float32 entry points without a float64 twin: {missing}"
+
+
+def test_there_are_kernels():
+    assert SOURCES, "no kernels/*.cu"
+
+
+@pytest.mark.skipif(NVRTC is None, reason=str(NVRTC_MISSING))
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", SOURCES, ids=IDS)
+def test_nvrtc_compiles(source, arch):
+    out = nvrtc_compile(source, arch)
+    assert out, f"NVRTC returned an empty {'CUBIN' if arch.startswith('sm_') else 'PTX'} for {source.name}"
+    if arch.startswith("compute_"):
+        ptx = out.decode()
+        assert f".target sm_{arch.split('_')[1]}" in ptx
+        check_entry_points(source.name, ptx)
+
+
+@pytest.mark.skipif(NVRTC is not None, reason="compiled with NVRTC (test_nvrtc_compiles)")
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason=f"no NVRTC ({NVRTC_MISSING}) and no nvcc on PATH")
+@pytest.mark.parametrize("source", SOURCES, ids=IDS)
+def test_nvcc_compiles(source, tmp_path):
+    """The fallback without NVRTC: the toolkit's nvcc, to PTX for compute_80."""
+    ptx = tmp_path / (source.stem + ".ptx")
+    r = subprocess.run(["nvcc", "--ptx", "-arch=compute_80", "-o", str(ptx), str(source)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, f"nvcc cannot compile {source.name}:\n{r.stderr}"
+    check_entry_points(source.name, ptx.read_text())

@@ -1,0 +1,840 @@
+"""The CUDA kernels of kernels/*.cu, run on the CPU by the emulator tests/cuda_emu/cuda_emu.h, against
+minigrad.backend.numpy_ref. No GPU needed: this runs in CI.
+
+How: the .cu sources are compiled by g++ (C++20) after the emulation header, which gives them CUDA's
+execution model on the CPU (one fiber per CUDA thread, blocks one at a time, real barriers and warp
+shuffles), and exposed through a C ABI (tests/cuda_emu/driver.cpp) loaded with ctypes. Kernels are
+launched as CuPy's RawKernel would launch them: by name, with a grid, a block and typed arguments
+(numpy arrays for pointers, numpy scalars for values); the argument types are checked against the
+kernel's C signature.
+
+Every launch is checked four ways besides the comparison with the reference:
+  * it runs twice, under two thread schedules (warps, and lanes within a warp, in descending and then
+    ascending order, each warp running ahead up to the next __syncthreads); the results must be bitwise
+    identical. A missing barrier shows up as a difference, and since the kernels are deterministic by
+    design, any difference is a bug;
+  * every array lives in a buffer with guard bytes on both sides (0xff: nan for floats, -1 for ints),
+    which must be intact afterwards (no out-of-bounds write) and turn an out-of-bounds read into nan;
+  * the library is built with UndefinedBehaviorSanitizer where g++ has it: an out-of-bounds index into
+    a __shared__ array (a static array in the emulation), a signed overflow, ... fails the launch;
+  * the emulator itself rejects deadlocks, shuffles with exited lanes, oversized blocks and grids
+    (test_emulator_* check that it does, and that its shuffles follow CUDA's definitions).
+
+Tolerances (float32, DESIGN.md): atol + 8 eps sqrt(n) |scale|, scale the magnitude of what the element
+is computed from (n the length of the reduction, 1 for elementwise kernels); nan and inf positions must
+match the reference exactly.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import re
+import shutil
+import subprocess
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minigrad.backend import numpy_ref
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "kernels"
+EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
+ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+ATOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+SUFFIX = {np.float32: "f32", np.float64: "f64"}
+REDUCTION_SIZES = [1, 33, 1600, 4099]
+# The thread order of the first of the two runs of every launch: 1 descending (default), 2 a seeded random
+# permutation per barrier interval (see cuda_emu.h); extra compiler flags, e.g. "-fsanitize=undefined".
+FIRST_SCHEDULE = int(os.environ.get("MINIGRAD_CUDA_EMU_SCHEDULE", "1"))
+EXTRA_CXXFLAGS = os.environ.get("MINIGRAD_CUDA_EMU_CXXFLAGS", "").split()
+
+# ---- building the emulated kernels --------------------------------------------------------------------
+
+
+def _compiler():
+    """A C++20 compiler (g++ or $CXX), or the reason there is none."""
+    cxx = os.environ.get("CXX") or shutil.which("g++")
+    if not cxx:
+        return None, "needs g++ (a C++20 compiler) to run the CUDA kernels in the CPU emulator; none on PATH"
+    probe = "#include <bit>\nint main() { return std::bit_cast<int>(0.0f); }\n"
+    try:
+        r = subprocess.run([cxx, "-std=c++20", "-x", "c++", "-fsyntax-only", "-"], input=probe, text=True,
+                           capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"needs g++ with C++20 to run the emulated CUDA kernels ({cxx}: {e})"
+    if r.returncode != 0:
+        return None, f"needs g++ with C++20 (std::bit_cast) to run the emulated CUDA kernels; {cxx} says: " \
+                     f"{r.stderr.strip()[:300]}"
+    return cxx, None
+
+
+def entry_points(cxx, cu: Path) -> list[str]:
+    """The extern "C" __global__ functions of a .cu file, after its macros are expanded."""
+    r = subprocess.run([cxx, "-E", "-P", "-x", "c++", str(cu)], text=True, capture_output=True, check=True)
+    return ENTRY_RE.findall(r.stdout)
+
+
+class Emu:
+    """The compiled emulator library: launch(name, grid, block, *args) like a CuPy RawKernel call."""
+
+    PAD = 64  # guard bytes on each side of every buffer
+
+    def __init__(self, lib, stderr_path):
+        self.lib = lib
+        self.stderr_path = stderr_path  # where the library's stderr (UBSan's reports) goes during a launch
+        lib.emu_kernel_name.restype = ctypes.c_char_p
+        lib.emu_kernel_signature.restype = ctypes.c_char_p
+        lib.emu_launch.argtypes = [ctypes.c_int] + [ctypes.c_uint] * 6 + [ctypes.POINTER(ctypes.c_void_p),
+                                                                          ctypes.c_char_p, ctypes.c_int]
+        lib.emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
+        self.index, self.signature = {}, {}
+        for i in range(lib.emu_kernel_count()):
+            name = lib.emu_kernel_name(i).decode()
+            self.index[name] = i
+            self.signature[name] = lib.emu_kernel_signature(i).decode().split(",")
+        self._guarded = weakref.WeakValueDictionary()  # data pointer -> its guarded buffer, while alive
+        self.launched = set()
+
+    # -- memory ------------------------------------------------------------------------------------
+    def array(self, a, dtype=None):
+        """A copy of `a` (C-contiguous) inside a guarded buffer: what device memory is to a kernel."""
+        a = np.asarray(a, dtype=dtype)
+        buf = np.full(a.nbytes + 2 * self.PAD, 0xFF, dtype=np.uint8)
+        view = buf[self.PAD:self.PAD + a.nbytes].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        self._guarded[view.ctypes.data] = buf  # (the view keeps buf alive)
+        return view
+
+    def empty(self, shape, dtype):
+        """A guarded array filled with 0xff bytes (nan / -1): a kernel must write every element itself."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return self.array(np.frombuffer(b"\xff" * nbytes, dtype=dtype).reshape(shape))
+
+    def _check_guards(self, name, arrays):
+        for a in arrays:
+            buf = self._guarded[a.ctypes.data]
+            pad = np.concatenate([buf[:self.PAD], buf[buf.size - self.PAD:]])
+            assert np.all(pad == 0xFF), f"{name} wrote outside an array of shape {a.shape} ({a.dtype})"
+
+    # -- launching ---------------------------------------------------------------------------------
+    def _values(self, name, args):
+        sig = self.signature[name]
+        assert len(args) == len(sig), f"{name} takes {len(sig)} arguments ({','.join(sig)}), got {len(args)}"
+        keep, arrays = [], []
+        for k, (want, a) in enumerate(zip(sig, args)):
+            if want.endswith("*"):
+                if a is None:
+                    keep.append(ctypes.c_void_p(0))
+                    continue
+                assert isinstance(a, np.ndarray), f"{name} argument {k}: a pointer ({want}) needs an array"
+                assert a.ctypes.data in self._guarded, f"{name} argument {k}: use emu.array() for device memory"
+                assert _code(a.dtype) + "*" == want, f"{name} argument {k}: {a.dtype} array for {want}"
+                keep.append(ctypes.c_void_p(a.ctypes.data))
+                arrays.append(a)
+            else:
+                assert isinstance(a, np.generic) and _code(a.dtype) == want, \
+                    f"{name} argument {k}: {want} needs a numpy scalar of that type, got {type(a).__name__}"
+                keep.append(_CTYPE[want](a.item()))
+        return keep, arrays
+
+    def _launch_once(self, name, grid, block, args):
+        keep, arrays = self._values(name, args)
+        argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
+                                                       for v in keep])
+        err = ctypes.create_string_buffer(2048)
+        g, b = _dim3(grid), _dim3(block)
+        with open(self.stderr_path, "w+b") as log:  # fd 2 of the process, for the duration of the launch
+            saved = os.dup(2)
+            os.dup2(log.fileno(), 2)
+            try:
+                failed = self.lib.emu_launch(self.index[name], *g, *b, argv, err, len(err))
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            log.seek(0)
+            stderr = log.read().decode(errors="replace")
+        assert "runtime error:" not in stderr, f"{name}<<<{g}, {b}>>>: undefined behaviour (UBSan):\n{stderr[:3000]}"
+        if failed:
+            raise AssertionError(f"{name}<<<{g}, {b}>>>: {err.value.decode()}")
+        self._check_guards(name, arrays)
+        return arrays
+
+    def launch(self, name, grid, block, *args):
+        """name<<<grid, block>>>(*args), synchronously; run under two thread orders (see the docstring)."""
+        assert name in self.index, f"no kernel {name} in kernels/*.cu"
+        self.launched.add(name)
+        copies = [self.array(a) if isinstance(a, np.ndarray) else a for a in args]
+        self.lib.emu_set_schedule(FIRST_SCHEDULE, 12345)  # descending thread ids (or as chosen)
+        first = self._launch_once(name, grid, block, copies)
+        self.lib.emu_set_schedule(0, 0)  # ascending
+        second = self._launch_once(name, grid, block, args)
+        for k, (a, b) in enumerate(zip(first, second)):
+            assert a.tobytes() == b.tobytes(), \
+                f"{name}: array argument {k} differs between two thread orders (a race, or nondeterminism)"
+
+
+_CODE = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int32): "i32",
+         np.dtype(np.int64): "i64", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64",
+         np.dtype(np.uint8): "u8", np.dtype(np.bool_): "u8"}
+_CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32, "i64": ctypes.c_int64,
+          "u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "u8": ctypes.c_uint8}
+
+
+def _code(dtype):
+    return _CODE[np.dtype(dtype)]
+
+
+def _dim3(d):
+    d = (d,) if isinstance(d, int) else tuple(d)
+    return tuple(int(v) for v in d) + (1,) * (3 - len(d))
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory):
+    """Compile every kernels/*.cu with the emulator once per test session."""
+    cxx, reason = _compiler()
+    if cxx is None:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("cuda_emu")
+    families = sorted(KERNELS.glob("*.cu"))
+    assert families, f"no CUDA sources in {KERNELS}"
+    families.append(EMU_DIR / "selftest.cu")  # kernels that test the emulator itself
+    lines, entries = [], []
+    for cu in families:
+        ns = f"mg_{cu.stem}"
+        lines += [f"#define MG_EMU_HAVE_{cu.stem} 1", f"namespace {ns} {{", f'#include "{cu}"', "}"]
+        entries += [f"X({ns}, {name})" for name in entry_points(cxx, cu)]
+    lines.append("#define MG_EMU_KERNEL_LIST(X) " + " ".join(entries))
+    (out / "emu_kernels.inc").write_text("\n".join(lines) + "\n")
+    lib = out / "libcuda_emu.so"
+    cmd = [cxx, "-std=c++20", "-O1", "-g0", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra",
+           "-Wno-unused-parameter", "-Wno-unused-function", *EXTRA_CXXFLAGS, f"-I{out}", f"-I{EMU_DIR}",
+           str(EMU_DIR / "driver.cpp"), "-o", str(lib)]
+    # UndefinedBehaviorSanitizer: an out-of-bounds index into a __shared__ array (a static array here),
+    # a signed overflow, a misaligned or null access... is reported on stderr, which every launch
+    # captures and checks, instead of silently corrupting memory. Without libubsan, no sanitizer.
+    r = subprocess.run(cmd[:1] + ["-fsanitize=undefined"] + cmd[1:], text=True, capture_output=True)
+    if r.returncode != 0:
+        r = subprocess.run(cmd, text=True, capture_output=True)
+    assert r.returncode == 0, "the emulated kernels do not compile:\n" + " ".join(cmd) + "\n" + r.stderr[-6000:]
+    return Emu(ctypes.CDLL(str(lib)), out / "stderr.txt")
+
+
+# ---- comparing with the reference -----------------------------------------------------------------------
+
+
+def assert_close(what, got, ref, scale=None, n=1):
+    """got == ref up to atol + 8 eps sqrt(n) scale (scale defaults to |ref|); nan and inf exactly."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape, (what, got.shape, ref.shape)
+    dtype = ref.dtype.type
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{what}: nan positions differ")
+    inf = np.isinf(ref)
+    np.testing.assert_array_equal(got[inf], ref[inf], err_msg=f"{what}: infinities differ")
+    if ref.size == 0:
+        return
+    scale = np.abs(ref.astype(np.float64)) if scale is None else np.asarray(scale, dtype=np.float64)
+    tol = ATOL[dtype] + 8 * np.finfo(dtype).eps * math.sqrt(n) * scale
+    finite = np.isfinite(ref)
+    with np.errstate(invalid="ignore"):
+        excess = np.where(finite, np.abs(got.astype(np.float64) - ref) - tol, 0)
+    assert not np.any(np.isnan(excess)), f"{what}: nan where the reference is finite"
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
+    assert np.all(excess <= 0), (f"{what} {ref.shape}: element {worst} is {got[worst]!r}, reference "
+                                 f"{ref[worst]!r}, tolerance {np.broadcast_to(tol, ref.shape)[worst]:.3g}")
+
+
+def uniform(shape, dtype, seed, scale=1.0):
+    return np.random.default_rng(seed).uniform(-scale, scale, shape).astype(dtype)
+
+
+def i32(v):
+    return np.int32(v)
+
+
+def i64(v):
+    return np.int64(v)
+
+
+# ---- softmax.cu -----------------------------------------------------------------------------------------
+
+SOFTMAX_OPS = ["softmax_forward", "log_softmax_forward", "softmax_backward", "log_softmax_backward"]
+
+
+def softmax_launch(variant, rows):
+    """Launch shapes as a wrapper would pick them, kept small (and grids short of the rows, so that the
+    grid-stride loops run): warp: 2 warps per block; block: 128 threads per row."""
+    if variant == "warp":
+        return max(1, min(2, (rows + 1) // 2)), 64
+    return max(1, min(2, rows)), 128
+
+
+def softmax_scale(op, args, ref):
+    with np.errstate(invalid="ignore", over="ignore"):
+        if op == "softmax_forward":
+            return np.abs(ref)
+        if op == "log_softmax_forward":
+            return np.abs(args[0]) + np.abs(ref)
+        dout, out = (a.astype(np.float64) for a in args)
+        if op == "softmax_backward":
+            return np.abs(out) * (np.abs(dout) + np.sum(np.abs(dout * out), axis=1, keepdims=True))
+        return np.abs(dout) + np.exp(out) * np.sum(np.abs(dout), axis=1, keepdims=True)
+
+
+def run_softmax(emu, op, variant, x, dout=None):
+    rows, n = x.shape
+    dtype = x.dtype.type
+    grid, block = softmax_launch(variant, rows)
+    name = f"{op.replace('_forward', '_forward_' + variant).replace('_backward', '_backward_' + variant)}" \
+           f"_{SUFFIX[dtype]}"
+    if op.endswith("forward"):
+        args = (x,)
+        out = emu.empty(x.shape, dtype)
+        emu.launch(name, grid, block, out, emu.array(x), i64(rows), i32(n))
+    else:
+        y = getattr(numpy_ref, op.replace("backward", "forward"))(x, 1)
+        args = (dout, y)
+        out = emu.empty(x.shape, dtype)
+        emu.launch(name, grid, block, out, emu.array(dout), emu.array(y), i64(rows), i32(n))
+    ref = getattr(numpy_ref, op)(*args, 1)
+    assert_close(name, out, ref, softmax_scale(op, args, ref), n)
+    return out
+
+
+@pytest.mark.parametrize("n", REDUCTION_SIZES)
+@pytest.mark.parametrize("variant", ["warp", "block"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", SOFTMAX_OPS)
+def test_softmax_matches_reference(emu, op, dtype, variant, n):
+    rows = 3 if n > 1000 else 5
+    x = uniform((rows, n), dtype, seed=n, scale=10)
+    run_softmax(emu, op, variant, x, uniform((rows, n), dtype, seed=n + 1))
+
+
+@pytest.mark.parametrize("variant", ["warp", "block"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["softmax_forward", "log_softmax_forward"])
+def test_softmax_large_values_and_ties(emu, op, dtype, variant):
+    """Values up to +-1e4 (exp overflows past 88 in float32): only the max shift keeps this finite."""
+    x = uniform((4, 1600), dtype, seed=7, scale=1e4)
+    x[:, 3] = x[:, 1500] = 1e4
+    x[2, :] = -1e4
+    out = run_softmax(emu, op, variant, x)
+    assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("n", [1, 33, 1600])
+@pytest.mark.parametrize("variant", ["warp", "block"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["softmax_forward", "log_softmax_forward"])
+def test_softmax_infinities_and_nans(emu, op, dtype, variant, n):
+    """-inf gets probability 0; an all -inf row gives nan (as numpy_ref and PyTorch); +inf or nan anywhere
+    in a row makes it all nan."""
+    x = uniform((6, n), dtype, seed=3, scale=5)
+    x[0, n // 2] = -np.inf
+    x[1, :] = -np.inf
+    x[2, -1] = np.inf
+    x[3, 0] = np.nan
+    x[4, ::2] = -np.inf
+    out = run_softmax(emu, op, variant, x)
+    assert np.isnan(out[1]).all() and np.isnan(out[2]).all() and np.isnan(out[3]).all()
+    if op == "softmax_forward" and n > 1:
+        assert out[0, n // 2] == 0 and np.isfinite(out[5]).all()
+
+
+# ---- layernorm.cu ---------------------------------------------------------------------------------------
+
+
+def layernorm_forward(emu, x, weight, bias, eps, warps=2, grid=2):
+    rows, d = x.shape
+    dtype = x.dtype.type
+    out, mean, rstd = emu.empty(x.shape, dtype), emu.empty((rows,), dtype), emu.empty((rows,), dtype)
+    emu.launch(f"layernorm_forward_{SUFFIX[dtype]}", grid, 32 * warps, out, mean, rstd, emu.array(x),
+               None if weight is None else emu.array(weight), None if bias is None else emu.array(bias),
+               i64(rows), i32(d), dtype(eps))
+    return out, mean, rstd
+
+
+def layernorm_backward(emu, dout, x, weight, mean, rstd, rows_per_chunk, block_y=4, grid_y=2):
+    """dx, then dweight/dbias in the two deterministic passes (partial sums per chunk of rows, then over
+    the chunks), as a wrapper would chain them."""
+    rows, d = x.shape
+    dtype = x.dtype.type
+    sfx = SUFFIX[dtype]
+    dev = {name: emu.array(a) for name, a in (("dout", dout), ("x", x), ("mean", mean), ("rstd", rstd))}
+    w = None if weight is None else emu.array(weight)
+    dx = emu.empty(x.shape, dtype)
+    emu.launch(f"layernorm_backward_dx_{sfx}", 2, 64, dx, dev["dout"], dev["x"], w, dev["mean"], dev["rstd"],
+               i64(rows), i32(d))
+    nchunks = -(-rows // rows_per_chunk)
+    part_dw, part_db = emu.empty((nchunks, d), dtype), emu.empty((nchunks, d), dtype)
+    emu.launch(f"layernorm_backward_dparams_partial_{sfx}", (min(2, -(-d // 32)), min(grid_y, nchunks)),
+               (32, block_y), part_dw, part_db, dev["dout"], dev["x"], dev["mean"], dev["rstd"], i64(rows),
+               i32(d), i64(rows_per_chunk))
+    dweight = None if weight is None else emu.empty((d,), dtype)
+    dbias = emu.empty((d,), dtype)
+    emu.launch(f"layernorm_backward_dparams_finalize_{sfx}", 2, 64, dweight, dbias, part_dw, part_db,
+               i64(nchunks), i32(d))
+    return dx, dweight, dbias
+
+
+@pytest.mark.parametrize("d", REDUCTION_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", ["weight+bias", "weight", "none"])
+def test_layernorm_matches_reference(emu, affine, dtype, d):
+    rows = 3 if d > 1000 else 7
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal((rows, d)) * 3 + 5).astype(dtype)  # an offset: centering matters
+    weight = (1 + 0.5 * rng.standard_normal(d)).astype(dtype) if affine != "none" else None
+    bias = (0.5 * rng.standard_normal(d)).astype(dtype) if affine == "weight+bias" else None
+    eps = 1e-5
+    out, mean, rstd = layernorm_forward(emu, x, weight, bias, eps)
+    ref_out, ref_mean, ref_rstd = numpy_ref.layer_norm_forward(x, weight, bias, eps)
+    xhat_scale = np.abs(x - ref_mean[:, None]) * ref_rstd[:, None]
+    w_abs = 1 if weight is None else np.abs(weight)
+    assert_close("layernorm mean", mean, ref_mean, np.mean(np.abs(x), axis=1), d)
+    assert_close("layernorm rstd", rstd, ref_rstd, ref_rstd, d)
+    assert_close("layernorm out", out, ref_out, (xhat_scale + 1) * w_abs + (0 if bias is None else np.abs(bias)), d)
+
+    dout = rng.standard_normal((rows, d)).astype(dtype)
+    dx, dweight, dbias = layernorm_backward(emu, dout, x, weight, ref_mean, ref_rstd, rows_per_chunk=2)
+    ref_dx, ref_dw, ref_db = numpy_ref.layer_norm_backward(dout, x, weight, ref_mean, ref_rstd)
+    g_abs = np.abs(dout) * w_abs
+    dx_scale = ref_rstd[:, None] * (g_abs + np.mean(g_abs, axis=1, keepdims=True) * (1 + xhat_scale * (1 + xhat_scale)))
+    assert_close("layernorm dx", dx, ref_dx, dx_scale, d)
+    assert_close("layernorm dbias", dbias, ref_db, np.sum(np.abs(dout), axis=0), rows)
+    if weight is None:
+        assert dweight is None
+    else:
+        assert_close("layernorm dweight", dweight, ref_dw, np.sum(np.abs(dout) * xhat_scale, axis=0), rows)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layernorm_dparams_do_not_depend_on_the_launch(emu, dtype):
+    """The chunked two-pass sums are deterministic, and chunking changes only the rounding."""
+    rng = np.random.default_rng(5)
+    rows, d = 37, 70
+    x, dout = rng.standard_normal((rows, d)).astype(dtype), rng.standard_normal((rows, d)).astype(dtype)
+    weight = rng.standard_normal(d).astype(dtype)
+    _, mean, rstd = numpy_ref.layer_norm_forward(x, weight, None, 1e-5)
+    runs = [layernorm_backward(emu, dout, x, weight, mean, rstd, rpc, by, gy)
+            for rpc, by, gy in [(37, 32, 1), (5, 1, 8), (8, 8, 3), (1, 4, 2)]]
+    _, ref_dw, ref_db = numpy_ref.layer_norm_backward(dout, x, weight, mean, rstd)
+    for _, dw, db in runs:
+        assert_close("dweight", dw, ref_dw, np.sum(np.abs(dout * x), axis=0) * rstd.max(), rows)
+        assert_close("dbias", db, ref_db, np.sum(np.abs(dout), axis=0), rows)
+    again = layernorm_backward(emu, dout, x, weight, mean, rstd, 5, 1, 8)
+    assert again[1].tobytes() == runs[1][1].tobytes() and again[2].tobytes() == runs[1][2].tobytes()
+
+
+# ---- reduce.cu -----------------------------------------------------------------------------------------
+
+
+def reduce_dim(emu, op, x, axis, chunk=None, block=128, block_y=4):
+    """op(x, axis) with the reduce kernels: the (outer, n, inner) view; with `chunk`, two launches
+    (partials per chunk, then their reduction)."""
+    dtype = x.dtype.type
+    shape = x.shape
+    outer, n, inner = int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
+    chunk = n if chunk is None else chunk
+    nchunks = -(-n // chunk)
+    xd = emu.array(np.ascontiguousarray(x))
+    part = emu.empty((outer, nchunks, inner), dtype)
+    if inner == 1:
+        emu.launch(f"reduce_{op}_lastdim_{SUFFIX[dtype]}", (min(outer, 3), min(nchunks, 2)), block, part, xd,
+                   i64(outer), i64(n), i64(chunk))
+    else:
+        emu.launch(f"reduce_{op}_strided_{SUFFIX[dtype]}", (min(2, -(-inner // 32)), min(outer, 3), min(nchunks, 2)),
+                   (32, block_y), part, xd, i64(outer), i64(n), i64(inner), i64(chunk))
+    if nchunks > 1:
+        return reduce_dim(emu, op, part, 1, block=block, block_y=block_y).reshape(shape[:axis] + shape[axis + 1:])
+    return part.reshape(shape[:axis] + shape[axis + 1:])
+
+
+@pytest.mark.parametrize("n", REDUCTION_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["sum", "max", "min"])
+@pytest.mark.parametrize("layout", ["lastdim", "middle", "first"])
+def test_reduce_matches_reference(emu, layout, op, dtype, n):
+    shape, axis = {"lastdim": ((3, n), 1), "middle": ((2, n, 35), 1), "first": ((n, 33), 0)}[layout]
+    if n > 1000 and layout != "lastdim":
+        shape = (1, n, 5) if layout == "middle" else (n, 3)
+    x = uniform(shape, dtype, seed=n, scale=10)
+    ref = getattr(numpy_ref, op)(x, axis, False)
+    for chunk in (None, 500):  # one pass, and two (partials per chunk of 500)
+        got = reduce_dim(emu, op, x, axis, chunk)
+        if op == "sum":
+            assert_close(f"{op} {layout} chunk {chunk}", got, ref, np.sum(np.abs(x), axis=axis), n)
+        else:
+            assert got.tobytes() == ref.tobytes(), f"{op} {layout}: {got} != {ref}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["max", "min", "sum"])
+@pytest.mark.parametrize("layout", ["lastdim", "first"])
+def test_reduce_special_values(emu, layout, op, dtype):
+    """nan wins in max/min (as numpy); inf and -inf rows; single elements."""
+    x = uniform((6, 40), dtype, seed=9, scale=3)
+    x[0, 5] = np.nan
+    x[1, :] = -np.inf
+    x[2, 7] = np.inf
+    x[3, 39] = np.nan
+    x[4, ::3] = -np.inf
+    if layout == "first":
+        x = np.ascontiguousarray(x.T)
+    axis = 1 if layout == "lastdim" else 0
+    got = reduce_dim(emu, op, x, axis)
+    ref = getattr(numpy_ref, op)(x, axis, False)
+    assert_close(f"{op} {layout}", got, ref, np.nansum(np.abs(np.where(np.isinf(x), 0, x)), axis=axis), 40)
+
+
+# ---- elementwise.cu -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 33), (5, 160)])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_gelu_matches_reference(emu, dtype, approximate, with_bias, shape):
+    rows, d = shape
+    rng = np.random.default_rng(rows * d)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x.flat[0] = 0.0
+    if x.size > 4:
+        x.flat[1:5] = [-12.0, 12.0, -4.0, 40.0]  # the tails: erf/tanh saturate
+    bias = (rng.standard_normal(d)).astype(dtype) if with_bias else None
+    dout = rng.standard_normal(shape).astype(dtype)
+    sfx, appr = SUFFIX[dtype], i32(approximate == "tanh")
+    b = None if bias is None else emu.array(bias)
+    grid = (min(2, -(-d // 32)), min(rows, 2))
+    out = emu.empty(shape, dtype)
+    emu.launch(f"bias_gelu_forward_{sfx}", grid, 32, out, emu.array(x), b, i64(rows), i32(d), appr)
+    ref = numpy_ref.bias_gelu_forward(x, bias, approximate)
+    v = np.abs(x if bias is None else x + bias).astype(np.float64)
+    assert_close("bias_gelu_forward", out, ref, 4 * v)
+    dx = emu.empty(shape, dtype)
+    emu.launch(f"bias_gelu_backward_{sfx}", grid, 32, dx, emu.array(dout), emu.array(x), b, i64(rows), i32(d), appr)
+    ref_dx, ref_db = numpy_ref.bias_gelu_backward(dout, x, bias, approximate)
+    assert_close("bias_gelu_backward dx", dx, ref_dx, 4 * np.abs(dout) * (1 + v * v))
+    if bias is not None:  # dbias: reduce_sum_strided of reduce.cu over the rows of dx
+        db = reduce_dim(emu, "sum", np.array(dx), 0)
+        assert_close("bias_gelu_backward dbias", db, ref_db, np.sum(np.abs(dx), axis=0), rows)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_residual_matches_reference(emu, dtype):
+    rows, d = 5, 33
+    x, res, bias = uniform((rows, d), dtype, 1), uniform((rows, d), dtype, 2), uniform((d,), dtype, 3)
+    out = emu.empty((rows, d), dtype)
+    emu.launch(f"bias_residual_forward_{SUFFIX[dtype]}", (1, 2), 64, out, emu.array(x), emu.array(bias),
+               emu.array(res), i64(rows), i32(d))
+    assert out.tobytes() == numpy_ref.bias_residual_forward(x, bias, res).tobytes()
+
+
+# Philox4x32-10 known-answer vectors (Random123's kat_vectors: counter, key -> output)
+PHILOX_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("ctr, key, expected", PHILOX_KAT)
+def test_philox_known_answers(emu, ctr, key, expected):
+    out = (ctypes.c_uint * 4)()
+    emu.lib.emu_philox4x32_10((ctypes.c_uint * 4)(*ctr), (ctypes.c_uint * 2)(*key), out)
+    assert tuple(out) == expected, [hex(v) for v in out]
+
+
+def philox_uniforms(numel, seed, offset):
+    """The dropout kernel's uniforms, from the known-answer-tested emu_philox4x32_10 (see elementwise.cu)."""
+    words = []
+    for g in range(-(-numel // 4)):
+        out = (ctypes.c_uint * 4)()
+        ctr = (ctypes.c_uint * 4)(g & 0xFFFFFFFF, g >> 32, offset & 0xFFFFFFFF, offset >> 32)
+        key = (ctypes.c_uint * 2)(seed & 0xFFFFFFFF, seed >> 32)
+        _EMU_LIB[0].emu_philox4x32_10(ctr, key, out)
+        words += list(out)
+    return (np.array(words[:numel], dtype=np.uint64) >> 8).astype(np.float32) * np.float32(2.0 ** -24)
+
+
+_EMU_LIB = []
+
+
+def dropout(emu, x, p, seed, offset, grid=3, block=32):
+    dtype = x.dtype.type
+    scale = 0.0 if p == 1 else 1 / (1 - p)  # numpy_ref._dropout_scale
+    out, mask = emu.empty(x.shape, dtype), emu.empty(x.shape, np.uint8)
+    emu.launch(f"dropout_forward_{SUFFIX[dtype]}", grid, block, out, mask, emu.array(x), i64(x.size),
+               np.float32(p), dtype(scale), np.uint64(seed), np.uint64(offset))
+    return np.array(out), np.array(mask).astype(bool)
+
+
+@pytest.mark.parametrize("numel", [1, 33, 1601])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_forward_backward(emu, dtype, p, numel):
+    _EMU_LIB[:] = [emu.lib]
+    x = uniform((numel,), dtype, seed=numel, scale=3)
+    x[0] = np.inf  # inf * 0 = nan where dropped, as numpy_ref
+    seed, offset = 0x1234_5678_9ABC_DEF0, 7
+    out, mask = dropout(emu, x, p, seed, offset)
+    # the mask is Philox's: u >= p, element by element
+    np.testing.assert_array_equal(mask, philox_uniforms(numel, seed, offset) >= np.float32(p))
+    scale = 0.0 if p == 1 else 1 / (1 - p)
+    with np.errstate(invalid="ignore"):
+        ref = x * mask * dtype(scale)  # numpy_ref.dropout_forward's expression, with this mask
+    assert_close("dropout_forward", out, ref)
+    if p == 0:
+        assert mask.all()
+    if p == 1:
+        assert not mask.any()
+    dout = uniform((numel,), dtype, seed=numel + 1)
+    dx = emu.empty((numel,), dtype)
+    emu.launch(f"dropout_backward_{SUFFIX[dtype]}", 2, 64, dx, emu.array(dout), emu.array(mask, np.uint8),
+               i64(numel), dtype(scale))
+    assert dx.tobytes() == numpy_ref.dropout_backward(dout, mask, p).astype(dtype).tobytes()
+
+
+@pytest.mark.parametrize("k", [0, 5, 32])
+def test_dropout_keeps_u_equal_to_p(emu, k):
+    """keep = u >= p, as numpy_ref (rand >= p): p set to the k-th uniform of the stream keeps that element."""
+    _EMU_LIB[:] = [emu.lib]
+    u = philox_uniforms(33, 99, 3)
+    p = float(u[k])
+    mask = dropout(emu, np.ones(33, np.float32), p, 99, 3)[1]
+    assert mask[k]
+    np.testing.assert_array_equal(mask, u >= np.float32(p))
+
+
+def test_dropout_mask_is_reproducible_and_independent_of_the_launch(emu):
+    _EMU_LIB[:] = [emu.lib]
+    x = np.ones(4099, dtype=np.float32)
+    a = dropout(emu, x, 0.3, 42, 0, grid=1, block=32)[1]
+    b = dropout(emu, x, 0.3, 42, 0, grid=5, block=96)[1]
+    c = dropout(emu, x, 0.3, 42, 1)[1]  # another offset: another stream
+    d = dropout(emu, x, 0.3, 43, 0)[1]  # another seed
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).mean() > 0.3 and (a != d).mean() > 0.3  # independent masks differ in ~42% of places
+    assert abs(a.mean() - 0.7) < 0.03  # keep rate 1 - p (4099 draws: sd 0.007)
+    e = dropout(emu, np.ones(4099, dtype=np.float64), 0.3, 42, 0)[1]
+    np.testing.assert_array_equal(a, e)  # the mask does not depend on the dtype
+
+
+# ---- cross_entropy.cu ---------------------------------------------------------------------------------
+
+
+def cross_entropy(emu, logits, targets, ignore_index, ls, block=64, grid=2):
+    n, c = logits.shape
+    dtype = logits.dtype.type
+    sfx = SUFFIX[dtype]
+    losses, logprobs = emu.empty((n,), dtype), emu.empty((n, c), dtype)
+    t = emu.array(targets, np.int64)
+    emu.launch(f"cross_entropy_forward_{sfx}", grid, block, losses, logprobs, emu.array(logits), t, i64(n), i32(c),
+               i64(ignore_index), dtype(ls))
+    return losses, logprobs
+
+
+@pytest.mark.parametrize("c", REDUCTION_SIZES)
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_matches_reference(emu, dtype, ls, c):
+    n = 4 if c > 1000 else 6
+    rng = np.random.default_rng(c)
+    logits = (rng.standard_normal((n, c)) * 5).astype(dtype)
+    logits[1] *= 2000  # values up to ~+-1e4
+    targets = rng.integers(0, c, n)
+    targets[2] = -100  # ignore_index
+    losses, logprobs = cross_entropy(emu, logits, targets, -100, ls)
+    ref_losses, ref_logprobs = numpy_ref.cross_entropy_forward(logits, targets, -100, ls)
+    scale_lp = np.abs(logits) + np.abs(ref_logprobs)
+    assert_close("cross_entropy logprobs", logprobs, ref_logprobs, scale_lp, c)
+    assert_close("cross_entropy losses", losses, ref_losses, np.max(scale_lp, axis=1), c)
+    assert losses[2] == 0
+
+    dlosses = rng.standard_normal(n).astype(dtype)
+    dlosses[2] = np.nan  # must not leak into the ignored row
+    dlogits = emu.empty((n, c), dtype)
+    emu.launch(f"cross_entropy_backward_{SUFFIX[dtype]}", 3, 64, dlogits, emu.array(dlosses), emu.array(ref_logprobs),
+               emu.array(targets, np.int64), i64(n), i32(c), i64(-100), dtype(ls))
+    ref_dlogits = numpy_ref.cross_entropy_backward(dlosses, ref_logprobs, targets, -100, ls)
+    scale = 2 * np.abs(np.nan_to_num(dlosses))[:, None] * np.ones(c)
+    assert_close("cross_entropy dlogits", dlogits, ref_dlogits, scale)
+    assert np.all(dlogits[2] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_special_rows(emu, dtype):
+    """An all -inf row gives nan (0 when ignored), every target ignored, a single class, and an ignore_index
+    that is a valid class."""
+    logits = uniform((5, 33), dtype, seed=1, scale=4)
+    logits[0] = -np.inf
+    logits[1] = -np.inf
+    logits[3, 7] = -np.inf
+    targets = np.array([3, 5, 5, 7, 0])
+    for ignore_index in (5, -1):
+        for ls in (0.0, 0.2):
+            losses, logprobs = cross_entropy(emu, logits, targets, ignore_index, ls, block=32, grid=1)
+            ref_losses, ref_logprobs = numpy_ref.cross_entropy_forward(logits, targets, ignore_index, ls)
+            assert_close("logprobs", logprobs, ref_logprobs, np.abs(logits) + np.abs(ref_logprobs), 33)
+            assert_close("losses", losses, ref_losses, 40 + np.abs(ref_losses), 33)
+    one = uniform((3, 1), dtype, seed=2)
+    losses, logprobs = cross_entropy(emu, one, np.array([0, 0, 0]), -100, 0.1, block=32)
+    ref_losses, ref_logprobs = numpy_ref.cross_entropy_forward(one, np.array([0, 0, 0]), -100, 0.1)
+    assert_close("one class", losses, ref_losses, np.ones(3))
+
+
+# ---- embedding.cu -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("v, d, n", [(1, 1, 1), (50, 33, 77), (70, 160, 300)])
+@pytest.mark.parametrize("padding", [False, True])
+def test_embedding_matches_reference(emu, padding, v, d, n, dtype):
+    padding_idx = min(3, v - 1) if padding else None
+    rng = np.random.default_rng(n)
+    weight = rng.standard_normal((v, d)).astype(dtype)
+    indices = rng.integers(0, v, n)
+    indices[: n // 3] = indices[0]  # many repeats of one row
+    if v > 3:
+        indices[-5:] = 3  # and of the padding row
+    sfx = SUFFIX[dtype]
+    out = emu.empty((n, d), dtype)
+    emu.launch(f"embedding_forward_{sfx}", (2, 3), 32, out, emu.array(weight), emu.array(indices, np.int64), i64(n),
+               i32(d))
+    assert out.tobytes() == numpy_ref.embedding_forward(weight, indices).tobytes()
+
+    dout = rng.standard_normal((n, d)).astype(dtype)
+    ref = numpy_ref.embedding_backward(dout, indices, v, padding_idx)
+    results = []
+    for grid, block in [((2, 1), 32), ((1, 2), 128), ((3, 3), 64)]:
+        dweight = emu.empty((v, d), dtype)
+        emu.launch(f"embedding_backward_{sfx}", grid, block, dweight, emu.array(dout), emu.array(indices, np.int64),
+                   i64(n), i32(v), i32(d), i64(-1 if padding_idx is None else padding_idx))
+        results.append(np.array(dweight))
+    # a sum in increasing index order, as np.add.at: the same bits, whatever the launch
+    for r in results:
+        assert r.tobytes() == ref.tobytes(), np.max(np.abs(r - ref))
+
+
+# ---- adamw.cu ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("decoupled, weight_decay, amsgrad, maximize",
+                         [(True, 0.01, False, False), (False, 0.1, False, False), (True, 0.0, True, False),
+                          (True, 0.05, True, True)])
+def test_adamw_matches_reference(emu, dtype, decoupled, weight_decay, amsgrad, maximize):
+    n = 1601
+    rng = np.random.default_rng(n)
+    param = rng.standard_normal(n).astype(dtype)
+    state = [np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype) if amsgrad else None]
+    ref_param, ref_state = param.copy(), [None if s is None else s.copy() for s in state]
+    dev = [emu.array(param)] + [None if s is None else emu.array(s) for s in state]
+    lr, beta1, beta2, eps = 1e-3, 0.9, 0.999, 1e-8
+    for step in range(1, 4):
+        grad = rng.standard_normal(n).astype(dtype)
+        grad[:3] = [0.0, 1e-30, -1e4]
+        numpy_ref.adam_step_(ref_param, grad, *ref_state, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                             amsgrad, maximize)
+        bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+        emu.launch(f"adamw_step_{SUFFIX[dtype]}", 3, 128, dev[0], emu.array(grad), dev[1], dev[2], dev[3], i64(n),
+                   dtype(beta1), dtype(1 - beta1), dtype(beta2), dtype(1 - beta2), dtype(weight_decay),
+                   dtype(1 - lr * weight_decay), dtype(math.sqrt(bc2)), dtype(lr / bc1), dtype(eps), i32(decoupled),
+                   i32(amsgrad), i32(maximize))
+        assert_close(f"param after step {step}", dev[0], ref_param, np.abs(ref_param) + lr)
+        assert_close(f"exp_avg after step {step}", dev[1], ref_state[0])
+        assert_close(f"exp_avg_sq after step {step}", dev[2], ref_state[1])
+        if amsgrad:
+            assert_close(f"max_exp_avg_sq after step {step}", dev[3], ref_state[2])
+
+
+# ---- block sizes at the limit ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_1024_thread_blocks(emu, dtype):
+    """32 warps: the per-warp slots of the block reductions are all used."""
+    x = uniform((2, 4099), dtype, seed=11, scale=10)
+    sfx = SUFFIX[dtype]
+    out = emu.empty(x.shape, dtype)
+    emu.launch(f"log_softmax_forward_block_{sfx}", 1, 1024, out, emu.array(x), i64(2), i32(4099))
+    ref = numpy_ref.log_softmax_forward(x, 1)
+    assert_close("log_softmax 1024 threads", out, ref, np.abs(x) + np.abs(ref), 4099)
+    s = emu.empty((2, 1), dtype)
+    emu.launch(f"reduce_sum_lastdim_{sfx}", 2, 1024, s, emu.array(x), i64(2), i64(4099), i64(4099))
+    assert_close("sum 1024 threads", s[:, 0], numpy_ref.sum(x, 1, False), np.sum(np.abs(x), axis=1), 4099)
+
+
+# ---- the emulator itself ------------------------------------------------------------------------------
+
+
+def test_emulator_shuffle_and_vote_semantics(emu):
+    """CUDA's definitions, two warps of 32 (see selftest.cu)."""
+    n = 64
+    out = emu.empty((9, n), np.int32)
+    emu.launch("selftest_shuffles", 1, n, out)
+    t = np.arange(n)
+    lane, base = t % 32, t - t % 32
+    expected = [
+        (base + (lane ^ 5)) * 10,
+        np.where(lane + 3 < 32, t + 3, t) * 10,
+        np.where(lane >= 2, t - 2, t) * 10,
+        (base + 7) * 10,
+        np.where(lane % 8 + 1 < 8, t + 1, t) * 10,
+        np.where(lane >= 16, t - 16, t) * 10,  # xor 16 within width 16: earlier segment ok, later one: own
+        np.full(n, 0x49249249),
+        np.where(t >= 32, 3, 2),
+        1 + 2 * (t ^ 1),
+    ]
+    for k, e in enumerate(expected):
+        np.testing.assert_array_equal(out[k], e, err_msg=f"shuffle/vote row {k}")
+
+
+def test_emulator_atomics(emu):
+    counter = emu.array(np.zeros(2, np.int32))
+    emu.launch("selftest_atomics", 3, 96, counter)
+    assert counter.tolist() == [3 * 96, sum(range(288))]  # (the first of the two runs works on a copy)
+
+
+def test_emulator_catches_a_missing_barrier(emu):
+    x = np.arange(256, dtype=np.float32)
+    out = emu.empty(256, np.float32)
+    emu.launch("selftest_reverse", 2, 128, out, emu.array(x), i32(1))
+    np.testing.assert_array_equal(out, np.concatenate([x[127::-1], x[:127:-1]]))
+    with pytest.raises(AssertionError, match="differs between two thread orders"):
+        emu.launch("selftest_reverse", 2, 128, emu.empty(256, np.float32), emu.array(x), i32(0))
+
+
+@pytest.mark.parametrize("kernel, block, message", [
+    ("selftest_divergent_barrier", 64, "deadlock"),
+    ("selftest_shuffle_after_exit", 32, "has exited but is named in the mask"),
+    ("selftest_shuffle_missing_lane", 48, "not in the mask or not a thread of the block"),
+    ("selftest_divergent_barrier", 2048, "block too large"),
+])
+def test_emulator_reports_broken_kernels(emu, kernel, block, message):
+    with pytest.raises(AssertionError, match=message):
+        emu.launch(kernel, 1, block, emu.empty(block, np.int32))
+
+
+def test_emulator_checks_argument_types(emu):
+    x = emu.array(np.zeros((2, 3)))  # float64
+    with pytest.raises(AssertionError, match="float64 array for f32"):
+        emu.launch("softmax_forward_warp_f32", 1, 32, x, x, i64(2), i32(3))
+    with pytest.raises(AssertionError, match="i32 needs a numpy scalar"):
+        emu.launch("softmax_forward_warp_f64", 1, 32, x, x, i64(2), 3)
+
+
+def test_every_kernel_is_tested(emu, request):
+    """Every entry point of kernels/*.cu was launched by the tests above (run the whole module)."""
+    opts = request.config.option
+    if getattr(opts, "keyword", "") or getattr(opts, "markexpr", "") or any("::" in a for a in request.config.args):
+        pytest.skip("only meaningful when the whole module runs")
+    untested = sorted(set(emu.index) - emu.launched)
+    assert not untested, f"kernels no test launched: {untested}"
