@@ -42,7 +42,7 @@ def measure(name: str, side: str, params: dict) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", default=["conv2d_step", "lstm_step", "encoder_layer_step"])
+    parser.add_argument("cases", nargs="*", default=["conv2d_step", "lstm_step", "encoder_layer_step", "gpt_step"])
     parser.add_argument("--quick", action="store_true", help="the cases' --quick sizes")
     args = parser.parse_args(argv)
     print(f"{'case':<20} {'size':<22} {'side':<9} {'peak RSS':>9} {'growth':>8} {'vs torch':>9}")

@@ -11,6 +11,16 @@ The pools, and why one knob:
   for matmul-like primitives. It is limited through threadpoolctl, when that is installed.
 On a 2-core machine two pools that spin while idle starve each other (a GEMM that runs at
 300 GFLOP/s alone was measured at 0.26 beside another pool), so set them together, here.
+
+On a shared machine, mind OpenMP's wait policy. libgomp lets a thread that has finished its share
+spin for a while (about a millisecond), waiting for the next parallel region: on a machine of its own
+that saves the wake-up of each region, which in a VM costs tens of microseconds (measured here: a
+256 x 256 GEMM on 2 threads takes 87 us spinning, 179 us with OMP_WAIT_POLICY=PASSIVE; the demo GPT's
+step 25 ms against 37). But when other processes want the cores, the spinning threads take the CPU
+from minigrad's own main thread and every region waits for a time slice: beside three busy processes
+the same step took 1.3-2.3 s spinning, 53 ms with OMP_WAIT_POLICY=PASSIVE, 129 ms on one thread. So
+minigrad keeps libgomp's default, for dedicated machines, and on a busy one you should run with
+`OMP_WAIT_POLICY=PASSIVE` (set before Python starts: libgomp reads it once) or fewer threads.
 """
 from __future__ import annotations
 
