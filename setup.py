@@ -66,7 +66,7 @@ setup(
     package_dir={"minigrad.kernels": "kernels"},
     # Data files shipped inside the package (paths relative to each package's directory), e.g. bundled
     # tokenizer vocabularies and small datasets under minigrad/data/, and the CUDA sources.
-    package_data={"minigrad": ["data/*.txt", "data/*.json"], "minigrad.kernels": ["*.cu"]},
+    package_data={"minigrad": ["data/*.txt", "data/*.json"], "minigrad.kernels": ["*.cu", "*.cuh"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

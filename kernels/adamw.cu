@@ -23,13 +23,7 @@
 // one is the point. (Under NVRTC's default --fmad=true some multiply-adds may contract to FMAs, which
 // changes float32 results in the last bit compared with NumPy.)
 
-template <typename T> struct Real;
-template <> struct Real<float> {
-    static __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
-};
-template <> struct Real<double> {
-    static __device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
-};
+#include "common.cuh"  // Real<T>, max_nan
 
 template <typename T>
 __device__ __forceinline__ void adamw_step(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
@@ -53,7 +47,7 @@ __device__ __forceinline__ void adamw_step(T* __restrict__ param, const T* __res
         exp_avg_sq[i] = v;
         if (amsgrad) {
             const T vmax = max_exp_avg_sq[i];
-            v = (vmax != vmax || vmax > v) ? vmax : v;  // np.maximum(vmax, v): nan wins
+            v = max_nan(vmax, v);  // np.maximum(vmax, v): nan wins
             max_exp_avg_sq[i] = v;
         }
         const T denom = Real<T>::sqrt_(v) / sqrt_bias_correction2 + eps;

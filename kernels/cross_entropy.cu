@@ -25,62 +25,7 @@
 //       ignored); +inf or nan in a row makes it nan.
 //   backward: elementwise, a grid-stride loop over the N*C elements (row = i / C); block = (B), any grid.
 
-template <typename T> struct Real;
-template <> struct Real<float> {
-    static __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
-    static __device__ __forceinline__ float exp_(float x) { return expf(x); }
-    static __device__ __forceinline__ float log_(float x) { return logf(x); }
-};
-template <> struct Real<double> {
-    static __device__ __forceinline__ double neg_inf() { return -__longlong_as_double(0x7ff0000000000000LL); }
-    static __device__ __forceinline__ double exp_(double x) { return exp(x); }
-    static __device__ __forceinline__ double log_(double x) { return log(x); }
-};
-
-template <typename T> __device__ __forceinline__ T max_nan(T a, T b) { return (a != a || a > b) ? a : b; }
-
-// online softmax statistics: see softmax.cu
-template <typename T> __device__ __forceinline__ void online_add(T& m, T& s, T x) {
-    const T nm = max_nan(m, x);
-    s = (nm == Real<T>::neg_inf()) ? T(0) : s * Real<T>::exp_(m - nm) + Real<T>::exp_(x - nm);
-    m = nm;
-}
-
-template <typename T> __device__ __forceinline__ void online_merge(T& m, T& s, T m2, T s2) {
-    const T nm = max_nan(m, m2);
-    s = (nm == Real<T>::neg_inf()) ? T(0) : s * Real<T>::exp_(m - nm) + s2 * Real<T>::exp_(m2 - nm);
-    m = nm;
-}
-
-template <typename T> __device__ __forceinline__ void block_merge(T& m, T& s) {
-    __shared__ T warp_m[32];
-    __shared__ T warp_s[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (int offset = 16; offset > 0; offset >>= 1)
-        online_merge(m, s, __shfl_xor_sync(0xffffffffu, m, offset), __shfl_xor_sync(0xffffffffu, s, offset));
-    if (lane == 0) {
-        warp_m[warp] = m;
-        warp_s[warp] = s;
-    }
-    __syncthreads();
-    m = lane < nwarps ? warp_m[lane] : Real<T>::neg_inf();
-    s = lane < nwarps ? warp_s[lane] : T(0);
-    for (int offset = 16; offset > 0; offset >>= 1)
-        online_merge(m, s, __shfl_xor_sync(0xffffffffu, m, offset), __shfl_xor_sync(0xffffffffu, s, offset));
-    __syncthreads();
-}
-
-template <typename T> __device__ __forceinline__ T block_sum(T v) {
-    __shared__ T warp_v[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    if (lane == 0) warp_v[warp] = v;
-    __syncthreads();
-    v = lane < nwarps ? warp_v[lane] : T(0);
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    __syncthreads();
-    return v;
-}
+#include "common.cuh"  // Real<T>, max_nan, warp/block reductions, online softmax statistics
 
 template <typename T>
 __device__ __forceinline__ void cross_entropy_forward(T* __restrict__ losses, T* __restrict__ logprobs,

@@ -37,17 +37,7 @@
 // u = (w >> 8) * 2^-24, uniform on [0, 1) with 24 bits, and the element is kept when u >= p (as numpy_ref,
 // which keeps when rand >= p).
 
-template <typename T> struct Real;
-template <> struct Real<float> {
-    static __device__ __forceinline__ float erf_(float x) { return erff(x); }
-    static __device__ __forceinline__ float tanh_(float x) { return tanhf(x); }
-    static __device__ __forceinline__ float exp_(float x) { return expf(x); }
-};
-template <> struct Real<double> {
-    static __device__ __forceinline__ double erf_(double x) { return erf(x); }
-    static __device__ __forceinline__ double tanh_(double x) { return tanh(x); }
-    static __device__ __forceinline__ double exp_(double x) { return exp(x); }
-};
+#include "common.cuh"  // Real<T>
 
 // The constants of numpy_ref (Python doubles, rounded to T as NumPy rounds a Python float operand).
 #define MG_SQRT_2_OVER_PI 0.7978845608028654

@@ -35,18 +35,7 @@
 //   rows_per_chunk trades parallelism for scratch: e.g. rows_per_chunk = max(BY, ceil(rows / 256))
 //   gives at most 256 chunks.
 
-template <typename T> struct Real;
-template <> struct Real<float> {
-    static __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
-};
-template <> struct Real<double> {
-    static __device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
-};
-
-template <typename T> __device__ __forceinline__ T warp_sum(T v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
+#include "common.cuh"  // Real<T>, warp_sum
 
 template <typename T>
 __device__ __forceinline__ void layernorm_forward(T* __restrict__ out, T* __restrict__ mean, T* __restrict__ rstd,

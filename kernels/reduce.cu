@@ -26,44 +26,7 @@
 //       32 consecutive elements: coalesced); the BY partials of an output meet in shared memory ([32][33])
 //       and thread ty = 0 combines them in order.
 
-template <typename T> struct Inf;
-template <> struct Inf<float> {
-    static __device__ __forceinline__ float pos() { return __int_as_float(0x7f800000); }
-};
-template <> struct Inf<double> {
-    static __device__ __forceinline__ double pos() { return __longlong_as_double(0x7ff0000000000000LL); }
-};
-
-template <typename T> struct SumOp {
-    static __device__ __forceinline__ T identity() { return T(0); }
-    static __device__ __forceinline__ T apply(T a, T b) { return a + b; }
-};
-template <typename T> struct MaxOp {  // nan wins, as numpy.max
-    static __device__ __forceinline__ T identity() { return -Inf<T>::pos(); }
-    static __device__ __forceinline__ T apply(T a, T b) { return (a != a || a > b) ? a : b; }
-};
-template <typename T> struct MinOp {  // nan wins, as numpy.min
-    static __device__ __forceinline__ T identity() { return Inf<T>::pos(); }
-    static __device__ __forceinline__ T apply(T a, T b) { return (a != a || a < b) ? a : b; }
-};
-
-template <typename T, typename Op> __device__ __forceinline__ T warp_reduce(T v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = Op::apply(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-// Block-wide reduction; every thread gets the result (two __syncthreads: the slots are reusable after).
-template <typename T, typename Op> __device__ __forceinline__ T block_reduce(T v) {
-    __shared__ T warp_v[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    v = warp_reduce<T, Op>(v);
-    if (lane == 0) warp_v[warp] = v;
-    __syncthreads();
-    v = lane < nwarps ? warp_v[lane] : Op::identity();
-    v = warp_reduce<T, Op>(v);
-    __syncthreads();
-    return v;
-}
+#include "common.cuh"  // SumOp, MaxOp, MinOp, warp_reduce, block_reduce
 
 template <typename T, typename Op>
 __device__ __forceinline__ void reduce_lastdim(T* __restrict__ out, const T* __restrict__ x, long long rows,

@@ -1,7 +1,8 @@
 // softmax.cu: softmax and log-softmax over the last dimension of a contiguous (rows, n) array,
-// forward and backward, float32 and float64. Loaded with NVRTC (CuPy RawModule); no host code, no
-// includes. The oracle is minigrad.backend.numpy_ref (softmax_forward, log_softmax_forward, and their
-// backward), special values included:
+// forward and backward, float32 and float64. Loaded with NVRTC (CuPy RawModule); no host code; the
+// helpers (online softmax statistics, warp/block merges) are in common.cuh. The oracle is
+// minigrad.backend.numpy_ref (softmax_forward, log_softmax_forward, and their backward), special values
+// included:
 //   * -inf entries get probability 0 (log-softmax: -inf); a row of all -inf gives nan (0/0), as PyTorch;
 //   * +inf or nan anywhere in a row makes the whole row nan.
 //
@@ -31,78 +32,7 @@
 // (m, s) turns inf - inf into nan, which gives the special-value semantics above for free; the only
 // special case is m = -inf (the row so far is all -inf), where s stays 0 and the shift is 0.
 
-template <typename T> struct Real;
-template <> struct Real<float> {
-    static __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
-    static __device__ __forceinline__ float exp_(float x) { return expf(x); }
-    static __device__ __forceinline__ float log_(float x) { return logf(x); }
-};
-template <> struct Real<double> {
-    static __device__ __forceinline__ double neg_inf() { return -__longlong_as_double(0x7ff0000000000000LL); }
-    static __device__ __forceinline__ double exp_(double x) { return exp(x); }
-    static __device__ __forceinline__ double log_(double x) { return log(x); }
-};
-
-// max that propagates nan (as numpy's max), unlike fmaxf
-template <typename T> __device__ __forceinline__ T max_nan(T a, T b) { return (a != a || a > b) ? a : b; }
-
-// (m, s) += x: m = max so far, s = sum of exp(x_j - m) so far
-template <typename T> __device__ __forceinline__ void online_add(T& m, T& s, T x) {
-    const T nm = max_nan(m, x);
-    s = (nm == Real<T>::neg_inf()) ? T(0) : s * Real<T>::exp_(m - nm) + Real<T>::exp_(x - nm);
-    m = nm;
-}
-
-// (m, s) += (m2, s2). Symmetric up to the order of one addition, which is commutative: both partners of a
-// butterfly step compute bitwise the same pair.
-template <typename T> __device__ __forceinline__ void online_merge(T& m, T& s, T m2, T s2) {
-    const T nm = max_nan(m, m2);
-    s = (nm == Real<T>::neg_inf()) ? T(0) : s * Real<T>::exp_(m - nm) + s2 * Real<T>::exp_(m2 - nm);
-    m = nm;
-}
-
-template <typename T> __device__ __forceinline__ void warp_merge(T& m, T& s) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        const T m2 = __shfl_xor_sync(0xffffffffu, m, offset);
-        const T s2 = __shfl_xor_sync(0xffffffffu, s, offset);
-        online_merge(m, s, m2, s2);
-    }
-}
-
-template <typename T> __device__ __forceinline__ T warp_sum(T v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-// Block-wide merge; every thread gets the result. Two __syncthreads: one before reading the per-warp
-// slots, one after, so that the slots may be reused by the next call.
-template <typename T> __device__ __forceinline__ void block_merge(T& m, T& s) {
-    __shared__ T warp_m[32];
-    __shared__ T warp_s[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    warp_merge(m, s);
-    if (lane == 0) {
-        warp_m[warp] = m;
-        warp_s[warp] = s;
-    }
-    __syncthreads();
-    m = lane < nwarps ? warp_m[lane] : Real<T>::neg_inf();
-    s = lane < nwarps ? warp_s[lane] : T(0);
-    warp_merge(m, s);
-    __syncthreads();
-}
-
-template <typename T> __device__ __forceinline__ T block_sum(T v) {
-    __shared__ T warp_v[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    v = warp_sum(v);
-    if (lane == 0) warp_v[warp] = v;
-    __syncthreads();
-    v = lane < nwarps ? warp_v[lane] : T(0);
-    v = warp_sum(v);
-    __syncthreads();
-    return v;
-}
+#include "common.cuh"  // Real<T>, max_nan, warp/block reductions, online softmax statistics
 
 // The output pass over one row, threads `first`, `first + stride`, ...
 template <typename T, bool LOG>

@@ -7,6 +7,11 @@ CuPy finds libnvrtc.so.13 in the nvidia-cuda-nvrtc wheel (site-packages/nvidia/c
 cuda-pathfinder. Both are in the `test` extra: `pip install -e ".[test]"`. nvidia-cuda-nvrtc is pinned
 to 13.0.*, the CUDA of the GPU machines' driver: PTX from a newer NVRTC would not load on that driver.
 
+The shared device helpers are in kernels/common.cuh, which the .cu files include (`#include
+"common.cuh"`): it is compiled as part of each of them (never alone: it has no entry points), with the
+kernels directory on the include path, `--include-path=<kernels>` for NVRTC (the option the CUDA backend
+must give RawModule, see kernels/__init__.py) and `-I kernels` for nvcc.
+
 Checks per file, with the options CuPy's RawModule passes: PTX for compute_80 (A100) and compute_90
 (H100) and a CUBIN for sm_90 (ptxas: registers, shared memory) compile without errors (the NVRTC log is
 printed on failure), the PTX has entry points, all with unmangled (extern "C") names, and every float32
@@ -25,12 +30,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted((ROOT / "kernels").glob("*.cu"))
+KERNELS = ROOT / "kernels"
+SOURCES = sorted(KERNELS.glob("*.cu"))  # the kernel files; not the headers (*.cuh), which they include
+HEADERS = sorted(KERNELS.glob("*.cuh"))
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
 IDS = [p.name for p in SOURCES]
 ARCHS = ["compute_80", "compute_90", "sm_90"]
 # The options CuPy's RawModule adds (cupy/cuda/compiler.py) besides the architecture, which it gives as
 # -arch=sm_XX of the device (a CUBIN) unless told to use PTX.
 CUPY_OPTIONS = ["-ftz=true", "--device-as-default-execution-space"]
+# ... and the one the CUDA backend adds for kernels/common.cuh.
+INCLUDE_OPTIONS = [f"--include-path={KERNELS}"]
 ENTRY_RE = re.compile(r"^\s*\.(?:visible\s+)?\.entry\s+(\w+)", re.MULTILINE)
 
 
@@ -58,7 +68,7 @@ def nvrtc_compile(source: Path, arch: str) -> bytes:
     try:
         error = None
         try:
-            nvrtc.compileProgram(prog, [*CUPY_OPTIONS, f"--gpu-architecture={arch}"])
+            nvrtc.compileProgram(prog, [*CUPY_OPTIONS, *INCLUDE_OPTIONS, f"--gpu-architecture={arch}"])
         except nvrtc.NVRTCError as e:
             error = e
         log = nvrtc.getProgramLog(prog).strip()
@@ -85,6 +95,16 @@ def test_there_are_kernels():
     assert SOURCES, "no kernels/*.cu"
 
 
+def test_headers_are_included_and_shipped():
+    """Every kernels/*.cuh is included by a .cu file (so the tests above compile it, as part of that
+    file), every quoted include names a file in kernels/, and setup.py ships the headers as package data."""
+    included = {name for cu in SOURCES for name in INCLUDE_RE.findall(cu.read_text())}
+    assert included <= {h.name for h in HEADERS}, f"kernels/*.cu include missing files: {included}"
+    unused = [h.name for h in HEADERS if h.name not in included]
+    assert not unused, f"headers that no kernels/*.cu includes (so no test compiles them): {unused}"
+    assert '"*.cuh"' in (ROOT / "setup.py").read_text(), "setup.py: package_data must ship kernels/*.cuh"
+
+
 @pytest.mark.skipif(NVRTC is None, reason=str(NVRTC_MISSING))
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
@@ -103,7 +123,7 @@ def test_nvrtc_compiles(source, arch):
 def test_nvcc_compiles(source, tmp_path):
     """The fallback without NVRTC: the toolkit's nvcc, to PTX for compute_80."""
     ptx = tmp_path / (source.stem + ".ptx")
-    r = subprocess.run(["nvcc", "--ptx", "-arch=compute_80", "-o", str(ptx), str(source)], capture_output=True,
-                       text=True)
+    r = subprocess.run(["nvcc", "--ptx", "-arch=compute_80", "-I", str(KERNELS), "-o", str(ptx), str(source)],
+                       capture_output=True, text=True)
     assert r.returncode == 0, f"nvcc cannot compile {source.name}:\n{r.stderr}"
     check_entry_points(source.name, ptx.read_text())

@@ -3,7 +3,8 @@ minigrad.backend.numpy_ref. No GPU needed: this runs in CI.
 
 How: the .cu sources are compiled by g++ (C++20) after the emulation header, which gives them CUDA's
 execution model on the CPU (one fiber per CUDA thread, blocks one at a time, real barriers and warp
-shuffles), and exposed through a C ABI (tests/cuda_emu/driver.cpp) loaded with ctypes. Kernels are
+shuffles), each file inside its own namespace with its own copy of the shared helpers of
+kernels/common.cuh (which it includes), and exposed through a C ABI (tests/cuda_emu/driver.cpp) loaded with ctypes. Kernels are
 launched as CuPy's RawKernel would launch them: by name, with a grid, a block and typed arguments
 (numpy arrays for pointers, numpy scalars for values); the argument types are checked against the
 kernel's C signature.
@@ -201,6 +202,9 @@ def emu(tmp_path_factory):
     if cxx is None:
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("cuda_emu")
+    # The kernel files; kernels/common.cuh (their shared helpers, no entry points) comes in through their
+    # `#include "common.cuh"`, which g++ resolves next to the including file. It has no include guard:
+    # each namespace below gets its own copy (a guard or #pragma once would leave the later ones without).
     families = sorted(KERNELS.glob("*.cu"))
     assert families, f"no CUDA sources in {KERNELS}"
     families.append(EMU_DIR / "selftest.cu")  # kernels that test the emulator itself
