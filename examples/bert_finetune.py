@@ -29,7 +29,7 @@ import numpy as np
 
 import minigrad as mg
 from bert_common import minilm_path
-from common import Progress, check_device, plot_losses
+from common import Progress, check_device, optimize, plot_losses
 from minigrad.models import BertForSequenceClassification, BertTokenizer
 from minigrad.nn import functional as F
 from minigrad.optim.lr_scheduler import LambdaLR
@@ -157,11 +157,7 @@ def main(argv=None) -> None:
             idx = order[i:i + args.batch_size]
             batch = tokenizer([train["texts"][j] for j in idx], max_length=args.max_length, device=args.device)
             loss = F.cross_entropy(model(**batch), mg.tensor(train["labels"][idx], device=args.device))
-            optimizer.zero_grad()
-            loss.backward()
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
+            lr = optimize(loss, model, optimizer, scheduler)
             step += 1
             losses.append(loss.item())
             progress.update(step, losses[-1], lr, batch["input_ids"].numel() / (time.perf_counter() - t0))

@@ -36,7 +36,7 @@ from minigrad.models import BertConfig, BertForMaskedLM, BertTokenizer
 from minigrad.nn import functional as F
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info
+from common import Progress, check_device, checkpoint_path, optimize, plot_losses, read_run_info
 
 IGNORE = -100  # label of the tokens not chosen for prediction (cross_entropy's ignore_index)
 FIXED_BY_CHECKPOINT = ("vocab_size", "seq_len", "hidden", "layers", "heads", "intermediate", "dropout", "max_chars")
@@ -188,13 +188,7 @@ def main(argv=None) -> None:
         inputs, labels = mask_tokens(windows(train_ids, args.batch_size, args.seq_len, rng, cls_id, sep_id),
                                      rng, **masking)
         loss, _ = mlm_loss(model, inputs, labels, args.device)
-        optimizer.zero_grad()
-        loss.backward()
-        if args.grad_clip:
-            mg.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        lr = optimize(loss, model, optimizer, scheduler, args.grad_clip)
         history["loss"].append(loss.item())
         progress.update(it + 1, history["loss"][-1], lr, inputs.size / (time.perf_counter() - t0))
     progress.close()

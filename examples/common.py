@@ -56,6 +56,19 @@ def run_settings(parser, args, defaults: dict, fixed_keys, out_dir: str, not_fro
     return settings
 
 
+def optimize(loss, model, optimizer, scheduler, grad_clip: float = 0.0) -> float:
+    """One update from `loss`: zero the gradients, backward, clip their global norm at grad_clip (0: no
+    clipping), optimizer step, scheduler step. Returns the learning rate the step used."""
+    optimizer.zero_grad()
+    loss.backward()
+    if grad_clip:
+        mg.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    return lr
+
+
 class Progress:
     """A tqdm bar showing the loss and a throughput; without tqdm, a log line every `every` steps."""
 

@@ -45,7 +45,7 @@ from minigrad import nn
 from minigrad.nn import functional as F
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info
+from common import Progress, check_device, checkpoint_path, optimize, plot_losses, read_run_info
 
 # ---- vocabulary ----------------------------------------------------------------------------------------
 
@@ -383,13 +383,7 @@ def main(argv=None) -> None:
         logits = model(batch.src, batch.tgt_in)  # (N, T, vocab)
         loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), batch.tgt_out.reshape(-1), ignore_index=PAD,
                                label_smoothing=args.label_smoothing)
-        optimizer.zero_grad()
-        loss.backward()
-        if args.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        lr = optimize(loss, model, optimizer, scheduler, args.grad_clip)
         history["loss"].append(loss.item())
         progress.update(step + 1, history["loss"][-1], lr, args.batch_size / (time.perf_counter() - t0), "seq/s")
     progress.close()

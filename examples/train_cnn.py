@@ -48,7 +48,7 @@ from minigrad.data import DataLoader, TensorDataset
 from minigrad.nn import functional as F
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info, run_settings
+from common import Progress, check_device, checkpoint_path, optimize, plot_losses, read_run_info, run_settings
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -316,11 +316,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             mg.manual_seed(int(rng.integers(2**62)))  # this step's dropout masks
             loss = F.cross_entropy(model(x.to(args.device)), y.to(args.device))
-            optimizer.zero_grad()
-            loss.backward()
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
+            lr = optimize(loss, model, optimizer, scheduler)
             losses.append(loss.item())
             step = epoch * steps_per_epoch + i + 1
             progress.update(step, losses[-1], lr, len(y) / (time.perf_counter() - t0), unit="img/s")

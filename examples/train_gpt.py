@@ -27,7 +27,7 @@ from minigrad.data import CharTokenizer, get_batch, load_tinyshakespeare, train_
 from minigrad.models import GPT, GPTConfig
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, read_run_info, run_settings
+from common import Progress, check_device, checkpoint_path, optimize, plot_losses, read_run_info, run_settings
 
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -172,13 +172,7 @@ def main(argv=None) -> None:
         mg.manual_seed(int(rng.integers(2**62)))  # this iteration's dropout masks
         x, y = get_batch(train_data, args.block_size, args.batch_size, rng)  # (B, T) each
         _, loss = model(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        if args.grad_clip:
-            mg.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        lr = optimize(loss, model, optimizer, scheduler, args.grad_clip)
         history["loss"].append(loss.item())
         progress.update(it + 1, history["loss"][-1], lr, tokens_per_iter / (time.perf_counter() - t0))
     progress.close()

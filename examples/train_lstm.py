@@ -39,7 +39,7 @@ from minigrad import nn
 from minigrad.data import CharTokenizer, get_batch, load_tinyshakespeare, train_val_split
 from minigrad.optim.lr_scheduler import LambdaLR
 
-from common import Progress, check_device, checkpoint_path, plot_losses, run_settings
+from common import Progress, check_device, checkpoint_path, optimize, plot_losses, run_settings
 
 SHAPE_KEYS = ("n_embd", "hidden_size", "n_layer")  # fixed by the checkpoint's weights
 DEFAULTS = dict(n_embd=64, hidden_size=256, n_layer=2, dropout=0.0, block_size=64, batch_size=32,
@@ -339,13 +339,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         mg.manual_seed(seed)
         loss = lm_loss(model(x)[0], y)
-        optimizer.zero_grad()
-        loss.backward()
-        if args.grad_clip:
-            mg.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        lr = optimize(loss, model, optimizer, scheduler, args.grad_clip)
         history["loss"].append(loss.item())
         seconds = time.perf_counter() - t0
         history["seconds"] += seconds

@@ -22,6 +22,7 @@ import minigrad as mg
 from minigrad import backend
 from minigrad.backend import numpy_ref
 from minigrad.testing import gradcheck
+from softmax_support import softmax_error_scale  # tests/ is on sys.path under pytest
 
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
@@ -53,19 +54,6 @@ def inputs(name, x, axis, seed=0):
     return uniform(x.shape, x.dtype, seed + 1), out
 
 
-def scale_of(name, args, ref, axis):
-    """Magnitude of the terms each element of `name` is computed from (see the module docstring)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        if name == "softmax_forward":
-            return np.abs(ref)
-        if name == "log_softmax_forward":
-            return np.abs(args[0]) + np.abs(ref)
-        dout, out = (a.astype(np.float64) for a in args)
-        if name == "softmax_backward":
-            return np.abs(out) * (np.abs(dout) + np.sum(np.abs(dout * out), axis=axis, keepdims=True))
-        return np.abs(dout) + np.exp(out) * np.sum(np.abs(dout), axis=axis, keepdims=True)
-
-
 def assert_close(name, got, args, axis):
     ref = getattr(numpy_ref, name)(*args, axis)
     assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, got.dtype, ref.shape, ref.dtype)
@@ -77,7 +65,7 @@ def assert_close(name, got, args, axis):
         return
     dtype = ref.dtype.type
     n = ref.shape[axis] if ref.ndim else 1
-    tol = ATOL[dtype] + 8 * np.finfo(dtype).eps * math.sqrt(n) * scale_of(name, args, ref, axis)
+    tol = ATOL[dtype] + 8 * np.finfo(dtype).eps * math.sqrt(n) * softmax_error_scale(name, args, ref, axis)
     with np.errstate(invalid="ignore"):
         excess = np.where(finite, np.abs(got.astype(np.float64) - ref) - tol, 0)  # <= 0: within tolerance
     worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
