@@ -29,4 +29,13 @@ Methodology, and why (the machines this runs on are small, shared VMs):
 * **Validate before timing.** Each case first compares minigrad's results of two consecutive
   calls (for a training step: the loss and the gradients, after one update) with the
   reference's; a wrong result is reported as FAIL instead of a time.
+
+Other measurements, each a module of its own (``--help`` for options; results in bench/RESULTS.md):
+
+* ``python -m bench.gpt_cpu_tiny``: examples/train_gpt.py's cpu-tiny run end to end against the same
+  recipe in PyTorch (torch_gpt.py), same weights and batches, segments alternated;
+* ``python -m bench.memory``: peak resident memory of the step cases, per side, in fresh processes;
+* ``python -m bench.jit_latency``: the first training steps with Numba's cache cold and warm;
+* ``python -m bench.bert_minilm``: the pretrained all-MiniLM-L6-v2 against transformers;
+* bench/peak.py: the machine's FLOP/s and copy-bandwidth peaks (run by every ``python -m bench``).
 """
