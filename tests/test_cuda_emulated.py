@@ -748,6 +748,307 @@ def test_adamw_matches_reference(emu, dtype, decoupled, weight_decay, amsgrad, m
             assert_close(f"max_exp_avg_sq after step {step}", dev[3], ref_state[2])
 
 
+# ---- gemm.cu -------------------------------------------------------------------------------------------
+
+
+def strided(store, shape, strides):
+    """The view of the contiguous `store` with this shape and these element strides (what a kernel given
+    the strides reads)."""
+    return np.lib.stride_tricks.as_strided(store, shape, [s * store.itemsize for s in strides], writeable=False)
+
+
+def gemm_launch(emu, c, a, b, shape, a_strides, b_strides, c_strides, alpha=1.0, beta=0.0, grid=None):
+    """gemm_T<<<grid, 256>>> on device arrays; shape (batch, M, N, K), strides (batch, row, column)."""
+    batch, m, n, k = shape
+    dtype = c.dtype.type
+    if grid is None:
+        grid = (max(1, -(-n // 64)), max(1, -(-m // 64)), max(1, batch))
+    emu.launch(f"gemm_{SUFFIX[dtype]}", grid, 256, c, a, b, i32(m), i32(n), i32(k), i32(batch), i64(a_strides[1]),
+               i64(a_strides[2]), i64(b_strides[1]), i64(b_strides[2]), i64(c_strides[1]), i64(c_strides[2]),
+               i64(a_strides[0]), i64(b_strides[0]), i64(c_strides[0]), dtype(alpha), dtype(beta))
+
+
+def gemm(emu, a_store, a_strides, b_store, b_strides, shape, c_strides=None, c_init=None, alpha=1.0, beta=0.0,
+         grid=None):
+    """C = alpha A·B + beta C on the emulator, A (batch, M, K) and B (batch, K, N) the views of their stores
+    with element strides (batch, row, column); C (batch, M, N), contiguous unless c_strides (then its store
+    is returned as it is laid out). Returns (C as a (batch, M, N) view, the reference)."""
+    batch, m, n, k = shape
+    dtype = a_store.dtype.type
+    c_strides = c_strides or (m * n, n, 1)
+    c_size = max(1, (batch - 1) * c_strides[0] + (m - 1) * c_strides[1] + (n - 1) * c_strides[2] + 1) \
+        if batch and m and n else 1
+    if c_init is None:
+        c = emu.empty((c_size,), dtype)
+    else:
+        c = emu.array(c_init.astype(dtype))
+    c_before = np.array(c)
+    gemm_launch(emu, c, emu.array(a_store), emu.array(b_store), shape, a_strides, b_strides, c_strides, alpha, beta,
+                grid)
+    a = strided(a_store, (batch, m, k), a_strides)
+    b = strided(b_store, (batch, k, n), b_strides)
+    got = strided(np.asarray(c), (batch, m, n), c_strides)
+    ref = numpy_ref.matmul(a, b)
+    scale = np.abs(alpha) * numpy_ref.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+    if beta != 0:
+        c0 = strided(c_before, (batch, m, n), c_strides)
+        ref = (dtype(alpha) * ref + dtype(beta) * c0).astype(dtype)
+        scale = scale + np.abs(beta * c0)
+    elif alpha != 1:
+        ref = (dtype(alpha) * ref).astype(dtype)
+    assert_close(f"gemm {shape}", got, ref, scale, max(k, 1))
+    return got, ref
+
+
+GEMM_SHAPES = [(1, 1, 1), (7, 33, 5), (33, 17, 65), (64, 64, 64), (70, 1, 3), (1, 130, 17), (3, 4, 0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, k", GEMM_SHAPES)
+def test_gemm_matches_reference(emu, dtype, m, n, k):
+    """Row-major operands, one batch element; every tile boundary case (partial tiles in M, N and K)."""
+    a, b = uniform((m, k), dtype, seed=m * 100 + k), uniform((k, n), dtype, seed=n * 100 + k + 1)
+    gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m, n, k", [(7, 33, 5), (33, 17, 65), (70, 66, 18)])
+def test_gemm_transposed_operands(emu, dtype, ta, tb, m, n, k):
+    """Aᵀ·B and A·Bᵀ of a backward pass, read through the strides of the stored (K, M) / (N, K) arrays
+    without a copy; C written transposed too (column-major) when both are."""
+    a_store = uniform((k, m) if ta else (m, k), dtype, seed=1)
+    b_store = uniform((n, k) if tb else (k, n), dtype, seed=2)
+    a_strides = (0, 1, m) if ta else (0, k, 1)
+    b_strides = (0, 1, k) if tb else (0, n, 1)
+    c_strides = (0, 1, m) if ta and tb else None
+    gemm(emu, a_store, a_strides, b_store, b_strides, (1, m, n, k), c_strides)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("broadcast", ["a", "b"])
+def test_gemm_batched_with_a_broadcast_operand(emu, dtype, broadcast):
+    """A batch of 3 over gridDim.z, one operand shared (batch stride 0); also a grid short of the tiles and
+    of the batch (the grid-stride loops), which must give the same bits."""
+    batch, m, n, k = 3, 33, 70, 17
+    a_store = uniform((m, k) if broadcast == "a" else (batch, m, k), dtype, seed=3)
+    b_store = uniform((k, n) if broadcast == "b" else (batch, k, n), dtype, seed=4)
+    a_strides = (0 if broadcast == "a" else m * k, k, 1)
+    b_strides = (0 if broadcast == "b" else k * n, n, 1)
+    full, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (batch, m, n, k))
+    short, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (batch, m, n, k), grid=(1, 1, 2))
+    assert np.array(full).tobytes() == np.array(short).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha, beta", [(2.0, 0.5), (-1.0, 1.0)])
+def test_gemm_alpha_beta(emu, dtype, alpha, beta):
+    """C = alpha A·B + beta C (accumulating into a gradient); with K == 0 too."""
+    for m, n, k in [(9, 70, 20), (5, 6, 0)]:
+        a, b = uniform((m, k), dtype, seed=5), uniform((k, n), dtype, seed=6)
+        c0 = uniform((m * n,), dtype, seed=7, scale=3)
+        gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k), c_init=c0, alpha=alpha, beta=beta)
+
+
+# ---- rnn.cu --------------------------------------------------------------------------------------------
+
+RNN_CASES = [(b, h, dtype, large) for b, h in [(1, 1), (3, 33), (4, 7)] for dtype in DTYPES
+             for large in (False, True)]
+
+
+def rnn_gates(b, h, gates, dtype, large):
+    """gates_x, gates_h (B, gates * H): uniform in +-3, or (large) a mix of +-30, +-100 and uniform +-40
+    values, where a naive sigmoid (exp(x) / (1 + exp(x)), or exp(-x) for x < 0) overflows in float32
+    (past 88)."""
+    out = []
+    for seed in (b * 10 + h, b * 10 + h + 1):
+        x = uniform((b, gates * h), dtype, seed, scale=40 if large else 3)
+        if large:
+            flat = x.reshape(-1)
+            flat[0::5], flat[1::5], flat[2::7] = 30, -30, -100
+            flat[3::11] = 100
+        out.append(x)
+    return out
+
+
+def rnn_launch(b, h):
+    """A 1-D launch short of the elements (two blocks of 64), so that the grid-stride loop runs."""
+    return max(1, min(2, -(-b * h // 64))), 64
+
+
+@pytest.mark.parametrize("b, h, dtype, large", RNN_CASES)
+def test_lstm_cell_matches_reference(emu, b, h, dtype, large):
+    sfx, (grid, block) = SUFFIX[dtype], rnn_launch(b, h)
+    gx, gh = rnn_gates(b, h, 4, dtype, large)
+    c = uniform((b, h), dtype, seed=3, scale=2)
+    hc, cache = emu.empty((2, b, h), dtype), emu.empty((b, 5 * h), dtype)
+    emu.launch(f"lstm_cell_forward_{sfx}", grid, block, hc, cache, emu.array(gx), emu.array(gh), emu.array(c),
+               i64(b), i32(h))
+    ref_hc, ref_cache = numpy_ref.lstm_cell_forward(gx, gh, c)
+    assert np.all(np.isfinite(hc)) and np.all(np.isfinite(cache))
+    assert_close("lstm cache", cache, ref_cache, np.ones_like(ref_cache))
+    assert_close("lstm h', c'", hc, ref_hc, np.stack([np.ones_like(c), 1 + np.abs(c)]))
+
+    dh, dc_new = uniform((b, h), dtype, seed=4), uniform((b, h), dtype, seed=5)
+    for with_dc in (True, False):  # dc_new null: a zero gradient
+        dgates, dc = emu.empty((b, 4 * h), dtype), emu.empty((b, h), dtype)
+        emu.launch(f"lstm_cell_backward_{sfx}", grid, block, dgates, dc, emu.array(dh),
+                   emu.array(dc_new) if with_dc else None, emu.array(ref_cache), emu.array(c), i64(b), i32(h))
+        ref_dgates, ref_dc = numpy_ref.lstm_cell_backward(dh, dc_new if with_dc else np.zeros_like(dh), ref_cache, c)
+        s = np.abs(dh) + (np.abs(dc_new) if with_dc else 0)
+        assert_close("lstm dgates", dgates, ref_dgates, np.tile(s * (1 + np.abs(c)), 4))
+        assert_close("lstm dc", dc, ref_dc, s)
+
+
+@pytest.mark.parametrize("b, h, dtype, large", RNN_CASES)
+def test_gru_cell_matches_reference(emu, b, h, dtype, large):
+    sfx, (grid, block) = SUFFIX[dtype], rnn_launch(b, h)
+    gx, gh = rnn_gates(b, h, 3, dtype, large)
+    hprev = uniform((b, h), dtype, seed=3)
+    h_new, cache = emu.empty((b, h), dtype), emu.empty((b, 4 * h), dtype)
+    emu.launch(f"gru_cell_forward_{sfx}", grid, block, h_new, cache, emu.array(gx), emu.array(gh), emu.array(hprev),
+               i64(b), i32(h))
+    ref_h, ref_cache = numpy_ref.gru_cell_forward(gx, gh, hprev)
+    assert np.all(np.isfinite(h_new)) and np.all(np.isfinite(cache))
+    hn_abs = np.abs(gh[:, 2 * h:])
+    assert_close("gru cache", cache, ref_cache, np.concatenate([np.ones((b, 3 * h)), hn_abs], axis=1))
+    assert_close("gru h'", h_new, ref_h, 1 + np.abs(hprev))
+
+    dh_new = uniform((b, h), dtype, seed=4)
+    dgx, dgh, dh = emu.empty((b, 3 * h), dtype), emu.empty((b, 3 * h), dtype), emu.empty((b, h), dtype)
+    emu.launch(f"gru_cell_backward_{sfx}", grid, block, dgx, dgh, dh, emu.array(dh_new), emu.array(ref_cache),
+               emu.array(hprev), i64(b), i32(h))
+    ref_dgx, ref_dgh, ref_dh = numpy_ref.gru_cell_backward(dh_new, ref_cache, hprev)
+    scale = np.tile(np.abs(dh_new) * (1 + np.abs(hprev)) * (1 + hn_abs), 3)
+    assert_close("gru dgates_x", dgx, ref_dgx, scale)
+    assert_close("gru dgates_h", dgh, ref_dgh, scale)
+    assert_close("gru dh", dh, ref_dh, np.abs(dh_new))
+
+
+# ---- conv.cu -------------------------------------------------------------------------------------------
+
+# (N, C, H, W), (kh, kw), stride, padding ((top, bottom), (left, right)), dilation
+CONV_CASES = [
+    ((1, 1, 1, 1), (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ((1, 2, 5, 5), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((2, 3, 7, 6), (3, 2), (2, 1), ((1, 0), (2, 1)), (1, 2)),
+    ((2, 1, 8, 9), (2, 3), (3, 2), ((0, 2), (1, 1)), (2, 1)),
+    ((1, 2, 7, 7), (2, 2), (3, 3), ((0, 0), (0, 0)), (1, 1)),  # stride > kernel: some inputs read by no window
+]
+
+
+def conv_out_size(hw, kernel, stride, padding, dilation):
+    return tuple((size + before + after - d * (k - 1) - 1) // s + 1
+                 for size, k, s, (before, after), d in zip(hw, kernel, stride, padding, dilation))
+
+
+def im2col_numpy(x, kernel, stride, padding, dilation):
+    """cols (N, C*kh*kw, Ho*Wo) by slicing the zero-padded input, one kernel offset at a time."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    n, c = x.shape[:2]
+    ho, wo = conv_out_size(x.shape[2:], kernel, stride, padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), *padding))
+    cols = np.empty((n, c, kh, kw, ho, wo), x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, :, a, b] = xp[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw]
+    return cols.reshape(n, c * kh * kw, ho * wo)
+
+
+def col2im_numpy(dcols, x_shape, kernel, stride, padding, dilation):
+    """The adjoint of im2col_numpy: each kernel offset (a, then b) added onto zeros, the padding cropped."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    n, c, h, w = x_shape
+    ho, wo = conv_out_size((h, w), kernel, stride, padding, dilation)
+    (top, bottom), (left, right) = padding
+    dcols = dcols.reshape(n, c, kh, kw, ho, wo)
+    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dcols.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            dxp[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += dcols[:, :, a, b]
+    return dxp[:, :, top:top + h, left:left + w]
+
+
+def conv_geometry(x_shape, kernel, stride, padding, dilation):
+    """The int32 geometry arguments of im2col_T / col2im_T after the two array pointers."""
+    ho, wo = conv_out_size(x_shape[2:], kernel, stride, padding, dilation)
+    return [i32(v) for v in (*x_shape, *kernel, *stride, padding[0][0], padding[1][0], *dilation, ho, wo)]
+
+
+def conv_launch(total):
+    """1-D, two blocks of 64 at most: grid-stride loops."""
+    return max(1, min(2, -(-total // 64))), 64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, kernel, stride, padding, dilation", CONV_CASES)
+def test_im2col_col2im_match_numpy(emu, dtype, x_shape, kernel, stride, padding, dilation):
+    """Bitwise: im2col is a copy, col2im sums in the reference's order (kernel offsets increasing)."""
+    sfx = SUFFIX[dtype]
+    geo = conv_geometry(x_shape, kernel, stride, padding, dilation)
+    x = uniform(x_shape, dtype, seed=sum(x_shape))
+    ref_cols = im2col_numpy(x, kernel, stride, padding, dilation)
+    cols = emu.empty(ref_cols.shape, dtype)
+    emu.launch(f"im2col_{sfx}", *conv_launch(cols.size), cols, emu.array(x), *geo)
+    assert cols.tobytes() == ref_cols.tobytes()
+
+    dcols = uniform(ref_cols.shape, dtype, seed=1)
+    ref_dx = col2im_numpy(dcols, x_shape, kernel, stride, padding, dilation)
+    dx = emu.empty(x_shape, dtype)
+    emu.launch(f"col2im_{sfx}", *conv_launch(dx.size), dx, emu.array(dcols), *geo)
+    assert dx.tobytes() == ref_dx.tobytes(), np.max(np.abs(dx - ref_dx))
+    # the two NumPy references are adjoint (in float64): <im2col(x), dcols> == <x, col2im(dcols)>
+    x64, dcols64 = x.astype(np.float64), dcols.astype(np.float64)
+    lhs = np.sum(im2col_numpy(x64, kernel, stride, padding, dilation) * dcols64)
+    rhs = np.sum(x64 * col2im_numpy(dcols64, x_shape, kernel, stride, padding, dilation))
+    assert_close("adjoint", np.float64(rhs), np.float64(lhs), np.sum(np.abs(ref_cols * dcols)), dcols.size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [2, 3])
+def test_conv2d_through_im2col_and_gemm(emu, dtype, case):
+    """conv2d forward and backward as a wrapper would chain the kernels (im2col, gemm batched over the images
+    with the weight broadcast, weightᵀ·dout through strides, col2im, dweight accumulated with beta = 1
+    over dout[n]·cols[n]ᵀ), against numpy_ref.conv2d_forward / conv2d_backward."""
+    x_shape, kernel, stride, padding, dilation = CONV_CASES[case]
+    sfx = SUFFIX[dtype]
+    n, c = x_shape[:2]
+    o, k = 4, c * kernel[0] * kernel[1]
+    ho, wo = conv_out_size(x_shape[2:], kernel, stride, padding, dilation)
+    p = ho * wo
+    geo = conv_geometry(x_shape, kernel, stride, padding, dilation)
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((o, c, *kernel)).astype(dtype)
+    dout = rng.standard_normal((n, o, ho, wo)).astype(dtype)
+    ref_out = numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, 1)
+    ref_dx, ref_dw = numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, 1)
+
+    cols = emu.empty((n, k, p), dtype)
+    emu.launch(f"im2col_{sfx}", *conv_launch(cols.size), cols, emu.array(x), *geo)
+    out = emu.empty((n, o, ho, wo), dtype)  # out[n] (O, P) = weight (O, K) · cols[n] (K, P)
+    gemm_launch(emu, out, emu.array(weight), cols, (n, o, p, k), (0, k, 1), (k * p, p, 1), (o * p, p, 1))
+    scale = np.abs(weight).reshape(o, k) @ np.abs(im2col_numpy(x, kernel, stride, padding, dilation))
+    assert_close("conv2d out", out, ref_out, scale.reshape(ref_out.shape), k)
+
+    dcols = emu.empty((n, k, p), dtype)  # dcols[n] (K, P) = weightᵀ (K, O) · dout[n] (O, P)
+    gemm_launch(emu, dcols, emu.array(weight), emu.array(dout), (n, k, p, o), (0, 1, k), (o * p, p, 1),
+                (k * p, p, 1))
+    dx = emu.empty(x_shape, dtype)
+    emu.launch(f"col2im_{sfx}", *conv_launch(dx.size), dx, dcols, *geo)
+    dx_scale = col2im_numpy(np.abs(weight).reshape(o, k).T @ np.abs(dout).reshape(n, o, p), x_shape, kernel, stride,
+                            padding, dilation)
+    assert_close("conv2d dx", dx, ref_dx, dx_scale, o * kernel[0] * kernel[1])
+
+    dweight = emu.empty((o, k), dtype)  # sum_n dout[n] (O, P) · cols[n]ᵀ (P, K): accumulated with beta = 1
+    host_cols = np.array(cols)
+    for i in range(n):
+        gemm_launch(emu, dweight, emu.array(dout[i]), emu.array(host_cols[i]), (1, o, k, p), (0, p, 1), (0, 1, p),
+                    (0, k, 1), beta=0.0 if i == 0 else 1.0)
+    dw_scale = np.sum(np.abs(dout).reshape(n, o, p) @ np.abs(host_cols).transpose(0, 2, 1), axis=0)
+    assert_close("conv2d dweight", dweight.reshape(ref_dw.shape), ref_dw, dw_scale.reshape(ref_dw.shape), n * p)
+
+
 # ---- block sizes at the limit ---------------------------------------------------------------------------
 
 
