@@ -1049,6 +1049,131 @@ def test_conv2d_through_im2col_and_gemm(emu, dtype, case):
     assert_close("conv2d dweight", dweight.reshape(ref_dw.shape), ref_dw, dw_scale.reshape(ref_dw.shape), n * p)
 
 
+# ---- attention.cu ---------------------------------------------------------------------------------------
+
+ATT_TILE = {np.float32: (32, 8), np.float64: (16, 4)}  # (L, O) of AttTile<T> in attention.cu
+# (B, H, Tq, Tk, D, Dv, is_causal, bias, largest |q|); bias: None, "tq_tk" (a (Tq, Tk) bias with row 1 all
+# -inf: a row fully masked), "padding" (a (B, 1, 1, Tk) padding mask: -inf on the last keys of batch 1),
+# "full" (B, H, Tq, Tk)
+ATT_CASES = [
+    (1, 1, 1, 1, 1, 1, False, None, 1.0),
+    (1, 1, 1, 1, 1, 1, True, None, 1.0),
+    (1, 2, 5, 7, 3, 4, False, None, 1.0),
+    (1, 2, 5, 7, 3, 4, True, None, 1.0),
+    (2, 1, 33, 33, 8, 8, False, None, 1.0),
+    (2, 1, 33, 33, 8, 8, True, None, 1.0),
+    (1, 1, 5, 40, 4, 3, True, None, 1.0),  # Tq < Tk causal: query i sees keys 0..i (top-left aligned)
+    (1, 1, 19, 6, 4, 4, True, None, 1.0),  # Tq > Tk causal
+    (1, 2, 6, 9, 4, 4, False, "tq_tk", 1.0),
+    (1, 1, 17, 19, 8, 8, True, "tq_tk", 30.0),  # q up to +-30, causal, a row fully masked by the bias
+    (2, 2, 4, 37, 5, 3, False, "padding", 30.0),
+    (2, 1, 9, 21, 3, 2, True, "padding", 1.0),
+    (1, 2, 3, 70, 8, 8, False, "full", 30.0),  # several key tiles: the running max grows, the sums are rescaled
+    (1, 1, 3, 5, 128, 128, False, None, 1.0),  # the largest D, Dv
+    (1, 1, 9, 10, 40, 70, True, None, 1.0),  # D, Dv past one lane each (d = lane + 32 c)
+]
+
+
+def attention_bias(kind, b, tq, tk, dtype, rng):
+    if kind is None:
+        return None
+    if kind == "tq_tk":
+        bias = rng.uniform(-2, 2, (tq, tk)).astype(dtype)
+        bias[min(1, tq - 1), :] = -np.inf
+        return bias
+    if kind == "full":
+        return rng.uniform(-3, 3, (b, 2, tq, tk)).astype(dtype)  # (the "full" cases have H = 2)
+    bias = np.zeros((b, 1, 1, tk), dtype)
+    bias[min(1, b - 1), ..., tk // 2:] = -np.inf
+    return bias
+
+
+def attention_error_scales(q, k, v, bias, causal, scale, dout, out, lse):
+    """The magnitudes the kernels' results are computed from, in float64 (see assert_close). A score is off
+    by about eps (|scale q| |k| + |bias|); in exp(s - m) that is a relative error of the probability,
+    amplified by the largest such magnitude of the row (`amp`), then carried through the products like the
+    values themselves."""
+    q, k, v, dout, out = (a.astype(np.float64) for a in (q, k, v, dout, out))
+    tq, tk = q.shape[2], k.shape[2]
+    qs = q * float(scale)
+    s = qs @ np.swapaxes(k, -1, -2)
+    sabs = np.abs(qs) @ np.swapaxes(np.abs(k), -1, -2)
+    hidden = np.triu(np.ones((tq, tk), bool), 1) if causal else np.zeros((tq, tk), bool)
+    if bias is not None:
+        b = np.broadcast_to(bias.astype(np.float64), s.shape)
+        finite = np.isfinite(b)
+        s, sabs, hidden = s + np.where(finite, b, 0), sabs + np.where(finite, np.abs(b), 0), hidden | ~finite
+    hidden = np.broadcast_to(hidden, s.shape)
+    amp = 1 + 2 * np.max(np.where(hidden, 0, sabs), axis=-1, keepdims=True)
+    shift = np.where(np.isfinite(lse), lse, 0)[..., None]
+    p = np.where(hidden, 0, np.exp(np.minimum(0, s - shift)))  # P, in float64
+    dout, v = np.abs(dout), np.abs(v)
+    ads = p * amp * (dout @ np.swapaxes(v, -1, -2) + np.sum(dout * np.abs(out), axis=-1, keepdims=True))
+    return (amp * (p @ v), amp[..., 0] + np.abs(shift[..., 0]), ads @ np.abs(k) * float(scale),
+            np.swapaxes(ads, -1, -2) @ np.abs(qs), np.swapaxes(p, -1, -2) @ (amp * dout))
+
+
+def run_attention(emu, q, k, v, bias, causal, dout):
+    """The forward kernel, then the three backward kernels as a wrapper chains them (delta, dkv, dq), with
+    grids shorter than the work (the grid-stride loops run), against numpy_ref.attention_forward/backward."""
+    dtype = q.dtype.type
+    sfx = SUFFIX[dtype]
+    nb, nh, tq, d = q.shape
+    tk, dv_ = k.shape[2], v.shape[3]
+    tile_l, tile_o = ATT_TILE[dtype]
+    scale = dtype(1 / math.sqrt(d))
+    if bias is None:
+        bias_arg, strides = None, (0, 0, 0, 0)
+    else:
+        full = np.broadcast_to(bias, (nb, nh, tq, tk))
+        bias_arg, strides = emu.array(bias), tuple(st // bias.itemsize for st in full.strides)
+    tail = (bias_arg, *map(i64, strides), i32(nb), i32(nh), i32(tq), i32(tk), i32(d), i32(dv_), i32(causal), scale)
+    gq, gk = emu.array(q), emu.array(k)
+    gv, gdout = emu.array(v), emu.array(dout)
+    cdiv = lambda a, b: (a + b - 1) // b  # noqa: E731
+    out, lse = emu.empty((nb, nh, tq, dv_), dtype), emu.empty((nb, nh, tq), dtype)
+    emu.launch(f"attention_forward_{sfx}", (min(cdiv(tq, tile_l), 2), min(nb * nh, 2)), 128, out, lse, gq, gk, gv,
+               *tail)
+    delta = emu.empty((nb, nh, tq), dtype)
+    emu.launch(f"attention_backward_delta_{sfx}", 2, 64, delta, gdout, out, i64(nb * nh * tq), i32(dv_))
+    dk, dv = emu.empty(k.shape, dtype), emu.empty(v.shape, dtype)
+    emu.launch(f"attention_backward_dkv_{sfx}", (min(cdiv(tk, tile_o), 3), min(nb * nh, 2)), 128, dk, dv, gdout,
+               gq, gk, gv, lse, delta, *tail)
+    dq = emu.empty(q.shape, dtype)
+    emu.launch(f"attention_backward_dq_{sfx}", (min(cdiv(tq, tile_o), 3), min(nb * nh, 2)), 128, dq, gdout, gq,
+               gk, gv, lse, delta, *tail)
+
+    ref_out, ref_lse = numpy_ref.attention_forward(q, k, v, bias, causal, scale)
+    ref_dq, ref_dk, ref_dv = numpy_ref.attention_backward(dout, q, k, v, ref_out, ref_lse, bias, causal, scale)
+    s_out, s_lse, s_dq, s_dk, s_dv = attention_error_scales(q, k, v, bias, causal, scale, dout, ref_out, ref_lse)
+    n = max(tq, tk, d, dv_)
+    assert_close("attention out", out, ref_out, s_out, n)
+    assert_close("attention lse", lse, ref_lse, s_lse, n)
+    assert_close("attention delta", delta, np.sum(dout * ref_out, axis=-1), np.sum(np.abs(dout) * s_out, -1), dv_)
+    assert_close("attention dq", dq, ref_dq, s_dq, n)
+    assert_close("attention dk", dk, ref_dk, s_dk, n)
+    assert_close("attention dv", dv, ref_dv, s_dv, n)
+    return out, lse, dq, dk, dv
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ATT_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_attention_matches_reference(emu, dtype, case):
+    nb, nh, tq, tk, d, dv, causal, bias_kind, qmax = case
+    rng = np.random.default_rng(tq * 100 + tk)
+    q = rng.uniform(-qmax, qmax, (nb, nh, tq, d)).astype(dtype)
+    k = rng.uniform(-1, 1, (nb, nh, tk, d)).astype(dtype)
+    v = rng.uniform(-1, 1, (nb, nh, tk, dv)).astype(dtype)
+    dout = rng.uniform(-1, 1, (nb, nh, tq, dv)).astype(dtype)
+    bias = attention_bias(bias_kind, nb, tq, tk, dtype, rng)
+    out, lse, dq, dk, dv_ = run_attention(emu, q, k, v, bias, causal, dout)
+    if bias_kind == "tq_tk":  # the fully masked row: out 0, lse -inf, no gradient
+        r = min(1, tq - 1)
+        assert np.all(out[:, :, r] == 0) and np.all(lse[:, :, r] == -np.inf) and np.all(dq[:, :, r] == 0)
+    if qmax > 1:  # large scores: only the running max keeps this finite
+        assert np.all(np.isfinite(out)) and np.all(np.isfinite(dk))
+
+
 # ---- block sizes at the limit ---------------------------------------------------------------------------
 
 
