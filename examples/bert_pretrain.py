@@ -110,12 +110,14 @@ def windows(stream: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Ge
     return np.concatenate([ends * cls_id, body, ends * sep_id], axis=1)
 
 
-def mlm_loss(model: BertForMaskedLM, inputs: np.ndarray, labels: np.ndarray, device: str) -> tuple[mg.Tensor, float]:
-    """Cross-entropy over the chosen tokens (logits computed only there), and their top-1 accuracy."""
+def mlm_loss(model: BertForMaskedLM, inputs: np.ndarray, labels: np.ndarray, device: str,
+             with_accuracy: bool = False) -> tuple[mg.Tensor, float | None]:
+    """Cross-entropy over the chosen tokens (logits computed only there), and (with_accuracy, for the
+    evaluations: not per training step) their top-1 accuracy."""
     chosen = labels != IGNORE
     logits = model(mg.tensor(inputs, device=device), positions=mg.tensor(chosen, device=device))  # (N, V)
     targets = mg.tensor(labels[chosen], device=device)  # (N,)
-    return F.cross_entropy(logits, targets), mg.metrics.accuracy(logits, targets)
+    return F.cross_entropy(logits, targets), mg.metrics.accuracy(logits, targets) if with_accuracy else None
 
 
 def main(argv=None) -> None:
@@ -169,7 +171,7 @@ def main(argv=None) -> None:
     @mg.no_grad()
     def evaluate_and_save(step: int) -> None:
         model.eval()
-        scores = [mlm_loss(model, inputs, labels, args.device) for inputs, labels in val_batches]
+        scores = [mlm_loss(model, inputs, labels, args.device, with_accuracy=True) for inputs, labels in val_batches]
         model.train()
         loss, acc = float(np.mean([s[0].item() for s in scores])), float(np.mean([s[1] for s in scores]))
         history["eval"].append([step, loss, acc])

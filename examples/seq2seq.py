@@ -45,7 +45,7 @@ from minigrad import nn
 from minigrad.nn import functional as F
 from minigrad.optim.lr_scheduler import WarmupCosineLR
 
-from common import Progress, check_device, checkpoint_path, optimize, plot_losses, read_run_info
+from common import Progress, check_device, checkpoint_path, optimize, plot_losses, read_run_info, run_settings
 
 # ---- vocabulary ----------------------------------------------------------------------------------------
 
@@ -296,15 +296,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--examples", type=int, help="held-out decodings printed at the end; default 8")
     args = p.parse_args(argv)
 
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    given.setdefault("out_dir", os.path.join("out", "seq2seq"))
-    saved = read_run_info(given["out_dir"])["settings"] if args.resume else {}
-    for key in FIXED_BY_CHECKPOINT:
-        if key in given and key in saved and given[key] != saved[key]:
-            p.error(f"--{key.replace('_', '-')} {given[key]} differs from the checkpoint's {saved[key]}")
-    settings = dict(DEFAULTS, **TASK_DEFAULTS[given.get("task", saved.get("task", DEFAULTS["task"]))])
-    settings.update({k: v for k, v in saved.items() if k in settings})  # how the run trained, not where
-    settings.update(given)
+    out_dir = args.out_dir or os.path.join("out", "seq2seq")
+    task = args.task or (read_run_info(out_dir)["settings"]["task"] if args.resume else DEFAULTS["task"])
+    settings = run_settings(p, args, dict(DEFAULTS, **TASK_DEFAULTS[task]), FIXED_BY_CHECKPOINT, out_dir)
+    settings["out_dir"] = out_dir
     args = argparse.Namespace(**settings)
     if not 1 <= args.max_digits <= 18:  # int64 numbers
         p.error(f"--max-digits must be in 1..18, got {args.max_digits}")

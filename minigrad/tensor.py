@@ -227,8 +227,14 @@ class Tensor:
         if _ops.broadcast_shapes(self.shape, result.shape) != self.shape:
             raise ValueError(f"in-place result of shape {result.shape} doesn't match the tensor's shape {self.shape}")
         dispatch(self.device).copy_(self.data, result.data)
-        self._version.value += 1
+        self._mark_modified()
         return self
+
+    def _mark_modified(self) -> None:
+        """Record that this tensor's storage was written in place (by an in-place method, item assignment,
+        or a primitive that updates arrays in place, such as an optimizer step): bumps the version counter
+        shared with its views, so backward can detect that a value it saved has changed."""
+        self._version.value += 1
 
     def add_(self, other, alpha=1) -> "Tensor":
         return self._write(lambda: self + (other if alpha == 1 else other * alpha))
@@ -267,7 +273,7 @@ class Tensor:
         if value.device != self.device:
             raise RuntimeError(f"setitem: value on {value.device}, tensor on {self.device}")
         dispatch(self.device).setitem_(self.data, index, value.to(self.dtype).data)
-        self._version.value += 1
+        self._mark_modified()
 
     # ---- Python protocol ------------------------------------------------------------------------
     def __repr__(self) -> str:

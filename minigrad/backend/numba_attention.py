@@ -155,6 +155,17 @@ def _padded(x, block):
     return kernel_array(np.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0))) if pad else x)
 
 
+def _scaled_queries(q, scale):
+    """scale * q (B, H, Tq, D) zero-padded to whole query blocks, C-contiguous, in one new array (padded
+    first when it needs padding, then scaled in place: the padding's zeros stay 0)."""
+    s = q.dtype.type(scale)
+    if q.shape[2] % BQ == 0:
+        return kernel_array(q * s)
+    qp = _padded(q, BQ)  # a fresh array
+    qp *= s
+    return qp
+
+
 def _blocks_t(x, block):
     """x (B, H, T', D) padded -> (B, H, T'/block, D, block): the transpose of each block of rows."""
     nb, nh, t, d = x.shape
@@ -183,7 +194,7 @@ def attention_forward(q, k, v, bias, is_causal, scale):
     vp = _padded(v, BK)
     out = np.empty((nb, nh, tq + -tq % BQ, vp.shape[3]), q.dtype)
     lse = np.empty(out.shape[:3], q.dtype)
-    launch(_forward, nb * nh * tq * tk, out, lse, _padded(q * q.dtype.type(scale), BQ), _padded(k, BK),
+    launch(_forward, nb * nh * tq * tk, out, lse, _scaled_queries(q, scale), _padded(k, BK),
            _blocks_t(vp, BK), flat, bstrides, bool(is_causal), tq, tk)  # work: the scores
     return out[:, :, :tq], lse[:, :, :tq]
 
@@ -195,7 +206,7 @@ def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
         return numpy_ref.attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale)
     (nb, nh, tq, _), tk = q.shape, k.shape[2]
     flat, bstrides = _bias(bias, (nb, nh, tq, tk), q.dtype)
-    qs, kp, vp = _padded(q * q.dtype.type(scale), BQ), _padded(k, BK), _padded(v, BK)
+    qs, kp, vp = _scaled_queries(q, scale), _padded(k, BK), _padded(v, BK)
     lsep = np.pad(lse, ((0, 0), (0, 0), (0, -tq % BQ)), constant_values=-np.inf)
     dq, dk, dv = np.empty_like(qs), np.empty_like(kp), np.empty_like(vp)
     dop = _padded(dout, BQ)

@@ -35,6 +35,7 @@ from numba import njit, prange
 from minigrad.backend import dispatch, numpy_ref
 from minigrad.backend.numba_common import FASTMATH, kernel_array, launch, supported
 from minigrad.backend.numba_gemm import abt
+from minigrad.backend.numba_reduce import _better
 
 
 def _out_size(size, k, s, before, after, d):
@@ -188,12 +189,12 @@ def _max_pool(out, argmax, x, kh, kw, sh, sw, ph, pw, dh, dw):
             for j in range(wo):
                 c0 = j * sw - pw
                 b0, b1 = _valid_range(kw, w, c0, dw)
-                best = -np.inf
+                best = x.dtype.type(-np.inf)  # (a float64 -inf would make every comparison convert)
                 at = (r0 + a0 * dh) * w + c0 + b0 * dw  # the first real element (the answer for all -inf)
                 for a in range(a0, a1):
                     for b in range(b0, b1):
                         v = plane[r0 + a * dh, c0 + b * dw]
-                        if v > best or (v != v and best == best):  # larger, or the first nan
+                        if _better(v, best, True):  # larger, or the first nan
                             best, at = v, (r0 + a * dh) * w + c0 + b * dw
                 out[img, ch, i, j] = best
                 argmax[img, ch, i, j] = at

@@ -113,7 +113,7 @@ def bias_gelu_backward(dout, x, bias, approximate):
     dx = np.empty_like(x2)
     dbias_part = np.zeros((row_chunks(x2.shape[0]) if bias is not None else 1, x2.shape[1]), x.dtype)
     launch(_gelu_backward, dx.size, dx, dbias_part, _rows(dout), x2, None if bias is None else kernel_array(bias),
-                   approximate == "tanh")
+           approximate == "tanh")
     return dx.reshape(x.shape), None if bias is None else dbias_part.sum(axis=0, dtype=np.float64).astype(x.dtype)
 
 
@@ -140,14 +140,14 @@ def _mask_and_scale(x, mask, p):
         return numpy_ref.dropout_backward(x, mask, p)  # the same formula
     out = np.empty(x.shape, x.dtype)
     launch(_mask_scale, out.size, out.reshape(-1), kernel_array(x).reshape(-1), kernel_array(mask).reshape(-1),
-                numpy_ref._dropout_scale(p))
+           numpy_ref._dropout_scale(p))
     return out
 
 
 def dropout_forward(gen, x, p):
-    # The keep-mask is drawn exactly as in the reference (the same generator calls, so the same mask for
-    # the same seed on either backend); the kernel fuses the multiplies by the mask and by the scale.
-    mask = gen.random(x.shape) >= p
+    # The keep-mask is the reference's (the same generator calls, so the same mask for the same seed on
+    # either backend); the kernel fuses the multiplies by the mask and by the scale.
+    mask = numpy_ref._dropout_mask(gen, x.shape, p)
     return _mask_and_scale(x, mask, p), mask
 
 

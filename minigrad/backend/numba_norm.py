@@ -66,7 +66,8 @@ def _backward(dx, dweight_part, dbias_part, dout, x, weight, mean, rstd):
                 g = dout[r, j] * weight[j] if weight is not None else dout[r, j]
                 sum_g += g
                 sum_gx += g * xhat
-                dweight_part[c, j] += dout[r, j] * xhat
+                if weight is not None:
+                    dweight_part[c, j] += dout[r, j] * xhat
                 dbias_part[c, j] += dout[r, j]
             mean_g, mean_gx = x.dtype.type(sum_g / d), x.dtype.type(sum_gx / d)
             for j in range(d):
@@ -93,7 +94,8 @@ def layer_norm_backward(dout, x, weight, mean, rstd):
     x, dout = kernel_array(x), kernel_array(dout)
     chunks = row_chunks(x.shape[0])
     dx = np.empty_like(x)
-    dweight_part, dbias_part = np.zeros((chunks, x.shape[1])), np.zeros((chunks, x.shape[1]))
+    dweight_part = np.zeros((chunks if weight is not None else 1, x.shape[1]))  # unused without a weight
+    dbias_part = np.zeros((chunks, x.shape[1]))
     launch(_backward, x.size, dx, dweight_part, dbias_part, dout, x, None if weight is None else kernel_array(weight),
               kernel_array(mean), kernel_array(rstd))
     dweight = None if weight is None else dweight_part.sum(axis=0).astype(x.dtype)

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigrad.backend import numpy_ref
-from minigrad.backend.numba_common import FASTMATH, KERNEL_DTYPES, launch
+from minigrad.backend.numba_common import FASTMATH, launch, supported
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -62,8 +62,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, ep
 
 def _flat(*arrays):
     """The arrays as flat views if they are all C-contiguous, writeable and of one kernel dtype; else None."""
-    ok = arrays[0].dtype in KERNEL_DTYPES and all(
-        a.dtype == arrays[0].dtype and a.flags.c_contiguous and a.flags.writeable for a in arrays)
+    ok = supported(*arrays) and all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
     return [a.reshape(-1) for a in arrays] if ok else None
 
 

@@ -356,10 +356,15 @@ def _dropout_scale(p):
     return 0.0 if p == 1 else 1 / (1 - p)
 
 
-def dropout_forward(gen, x, p):
+def _dropout_mask(gen, shape, p):
     # Each element is kept independently with probability 1 - p: a uniform draw u in [0, 1) keeps it
-    # when u >= p. The bool mask is returned for backward.
-    mask = gen.random(x.shape) >= p
+    # when u >= p. Every CPU backend draws its mask here, so a seed gives the same mask on all of them.
+    return gen.random(shape) >= p
+
+
+def dropout_forward(gen, x, p):
+    # The bool mask is returned for backward.
+    mask = _dropout_mask(gen, x.shape, p)
     return x * mask * _dropout_scale(p), mask
 
 

@@ -111,6 +111,8 @@ class CausalSelfAttention(nn.Module):
         Tk = k.shape[2]
         if Tk == T:  # queries and keys are the same positions: the usual (top-left = bottom-right) mask
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif T == 1:  # one new token (cached decoding): the last position sees every key, nothing to mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         else:
             mask = causal_mask_bottom_right(T, Tk, device=x.device)  # (T, Tk)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from minigrad.backend import dispatch
 from minigrad.creation import zeros_like
-from minigrad.optim.optimizer import Optimizer, wrote_in_place
+from minigrad.optim.optimizer import Optimizer
 
 
 class Adam(Optimizer):
@@ -50,7 +50,8 @@ class Adam(Optimizer):
             param.data, grad.data, state["exp_avg"].data, state["exp_avg_sq"].data,
             None if vmax is None else vmax.data, state["step"], group["lr"], beta1, beta2, group["eps"],
             group["weight_decay"], group["decoupled_weight_decay"], group["amsgrad"], group["maximize"])
-        wrote_in_place(param, state["exp_avg"], state["exp_avg_sq"], vmax)
+        for t in (param, state["exp_avg"], state["exp_avg_sq"]) + ((vmax,) if vmax is not None else ()):
+            t._mark_modified()  # the primitive wrote them in place
 
 
 class AdamW(Adam):

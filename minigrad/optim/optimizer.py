@@ -136,14 +136,6 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def wrote_in_place(*tensors) -> None:
-    """Bump the version counters of tensors whose arrays a primitive updated in place (None entries are
-    skipped), as Tensor's in-place methods do, so that autograd notices if a saved tensor changed."""
-    for t in tensors:
-        if t is not None:
-            t._version.value += 1
-
-
 def _restored(value, name: str, param: Tensor, position):
     """A state value from a checkpoint: the step count as a number (PyTorch saves a 0-d tensor), other
     numbers as they are, tensors (minigrad's, or anything NumPy reads, e.g. CPU torch tensors) as copies

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from minigrad.backend import dispatch
 from minigrad.creation import zeros_like
-from minigrad.optim.optimizer import Optimizer, wrote_in_place
+from minigrad.optim.optimizer import Optimizer
 
 
 class SGD(Optimizer):
@@ -41,4 +41,5 @@ class SGD(Optimizer):
         dispatch(param.device).sgd_step_(param.data, grad.data, None if buf is None else buf.data, group["lr"],
                                          group["momentum"], group["dampening"], group["weight_decay"],
                                          group["nesterov"], group["maximize"], first_step)
-        wrote_in_place(param, buf)
+        for t in (param,) + ((buf,) if buf is not None else ()):
+            t._mark_modified()  # the primitive wrote them in place
