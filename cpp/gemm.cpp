@@ -48,6 +48,7 @@
 #define MINIGRAD_X86 1
 #endif
 
+#include "gemm.h"
 #include "minigrad.h"
 
 namespace py = pybind11;
@@ -261,24 +262,6 @@ inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // ---- packing ---------------------------------------------------------------------------------------
 
-// Per-thread scratch memory, kept between calls (a fresh multi-MiB allocation per call would
-// page-fault on every use), 64-byte aligned.
-struct Scratch {
-    void* ptr = nullptr;
-    size_t bytes = 0;
-    ~Scratch() { std::free(ptr); }
-    template <class T>
-    T* get(size_t count) {
-        size_t need = (count * sizeof(T) + 63) / 64 * 64;
-        if (need > bytes) {
-            std::free(ptr);
-            ptr = std::aligned_alloc(64, need);
-            if (!ptr) throw std::bad_alloc();
-            bytes = need;
-        }
-        return static_cast<T*>(ptr);
-    }
-};
 thread_local Scratch a_scratch, b_scratch;
 
 // Copy a w x k strip of a strided matrix (element (i, p) at src[i*si + p*sp]) into panels of W:
@@ -317,13 +300,6 @@ void pack_block(T* dst, const T* src, int64_t w, int64_t k, int64_t si, int64_t 
 
 // ---- the driver ------------------------------------------------------------------------------------
 
-// An operand: element (i, j) at p[i*rs + j*cs] (strides in elements, any sign, 0 when broadcast).
-template <class T>
-struct Strided {
-    const T* p;
-    int64_t rs, cs;
-};
-
 
 // The jr/ir loops: C[0:mc, 0:nc] (+)= Ap (mc x kc, packed) · Bp (kc x nc, packed), one micro-kernel
 // call per MR x NR tile. Tiles cut by the edge of C are computed into a local tile and copied.
@@ -351,10 +327,29 @@ void macro_kernel(const Kernel<T>& ker, int64_t mc, int64_t nc, int64_t kc, cons
     }
 }
 
-// C (m x n, row-major, ldc) = A (m x k) · B (k x n) on the calling thread: the five loops.
+// A strided matrix read as the A operand (i = row, p = column) or as B (i = column, p = row).
 template <class T>
-void gemm_serial(const Kernel<T>& ker, int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B,
-                 T* c, int64_t ldc) {
+struct AsA final : Operand<T> {
+    Strided<T> m;
+    explicit AsA(Strided<T> m) : m(m) {}
+    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
+        pack_block(dst, m.p + i0 * m.rs + p0 * m.cs, w, kc, m.rs, m.cs, W);
+    }
+};
+template <class T>
+struct AsB final : Operand<T> {
+    Strided<T> m;
+    explicit AsB(Strided<T> m) : m(m) {}
+    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
+        pack_block(dst, m.p + p0 * m.rs + i0 * m.cs, w, kc, m.cs, m.rs, W);
+    }
+};
+
+// The block of C at rows [r0, r0 + m), columns [c0, c0 + n) (+)= A[r0:, :] · B[:, c0:] on the calling
+// thread: the five loops. c points at the block's first element.
+template <class T>
+void gemm_serial(const Kernel<T>& ker, int64_t r0, int64_t m, int64_t c0, int64_t n, int64_t k,
+                 const Operand<T>& A, const Operand<T>& B, T* c, int64_t ldc, bool accumulate) {
     const int64_t MR = ker.mr, NR = ker.nr;
     const int64_t kc_max = std::min(ker.kc, k), nc_max = std::min(ker.nc, round_up(n, NR));
     const int64_t mc_max = std::min(ker.mc, round_up(m, MR));
@@ -364,17 +359,19 @@ void gemm_serial(const Kernel<T>& ker, int64_t m, int64_t n, int64_t k, Strided<
         const int64_t nc = std::min(nc_max, n - jc);
         for (int64_t pc = 0; pc < k; pc += kc_max) {
             const int64_t kc = std::min(kc_max, k - pc);
-            pack_block(bp, B.p + pc * B.rs + jc * B.cs, nc, kc, B.cs, B.rs, ker.nr);
+            B.pack(bp, c0 + jc, nc, pc, kc, ker.nr);
             for (int64_t ic = 0; ic < m; ic += mc_max) {
                 const int64_t mc = std::min(mc_max, m - ic);
-                pack_block(ap, A.p + ic * A.rs + pc * A.cs, mc, kc, A.rs, A.cs, ker.mr);
-                macro_kernel(ker, mc, nc, kc, ap, bp, c + ic * ldc + jc, ldc, pc > 0);
+                A.pack(ap, r0 + ic, mc, pc, kc, ker.mr);
+                macro_kernel(ker, mc, nc, kc, ap, bp, c + ic * ldc + jc, ldc, accumulate || pc > 0);
             }
         }
     }
 }
 
-// C (m x n, row-major, ldc) = A (m x k) · B (k x n) on `threads` threads.
+}  // namespace
+
+// C (m x n, row-major, ldc) (+)= A (m x k) · B (k x n) on `threads` threads.
 //
 // Parallel split: C is cut into a grid of tm x tn blocks, one per thread, on tile boundaries, and
 // each thread runs the serial loops on its block with its own packed panels. The threads never
@@ -383,15 +380,17 @@ void gemm_serial(const Kernel<T>& ker, int64_t m, int64_t n, int64_t k, Strided<
 // packing twice: each A row block is packed by the tn threads that use it (each B column block
 // by tm threads), which costs K * (tn * M + tm * N) copies; the grid minimizes that.
 template <class T>
-void gemm(int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B, T* c, int64_t ldc, int threads) {
+void gemm(int64_t m, int64_t n, int64_t k, const Operand<T>& A, const Operand<T>& B, T* c, int64_t ldc,
+          int threads, bool accumulate) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
-        for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+        if (!accumulate)
+            for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
         return;
     }
     const Kernel<T>& ker = current_kernel<T>();
     if (threads == 1) {  // no parallel region at all: entering one costs microseconds
-        gemm_serial(ker, m, n, k, A, B, c, ldc);
+        gemm_serial(ker, 0, m, 0, n, k, A, B, c, ldc, accumulate);
         return;
     }
 #pragma omp parallel num_threads(threads)
@@ -405,10 +404,25 @@ void gemm(int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B, T* c, int
         const int64_t r0 = mtiles * i / tm * ker.mr, r1 = std::min(m, mtiles * (i + 1) / tm * ker.mr);
         const int64_t c0 = ntiles * j / tn * ker.nr, c1 = std::min(n, ntiles * (j + 1) / tn * ker.nr);
         if (r0 < r1 && c0 < c1)  // more threads than tiles leaves some idle
-            gemm_serial(ker, r1 - r0, c1 - c0, k, Strided<T>{A.p + r0 * A.rs, A.rs, A.cs},
-                        Strided<T>{B.p + c0 * B.cs, B.rs, B.cs}, c + r0 * ldc + c0, ldc);
+            gemm_serial(ker, r0, r1 - r0, c0, c1 - c0, k, A, B, c + r0 * ldc + c0, ldc, accumulate);
     }
 }
+
+template <class T>
+void gemm(int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B, T* c, int64_t ldc, int threads,
+          bool accumulate) {
+    gemm<T>(m, n, k, AsA<T>(A), AsB<T>(B), c, ldc, threads, accumulate);
+}
+
+template void gemm<float>(int64_t, int64_t, int64_t, const Operand<float>&, const Operand<float>&, float*,
+                          int64_t, int, bool);
+template void gemm<double>(int64_t, int64_t, int64_t, const Operand<double>&, const Operand<double>&, double*,
+                           int64_t, int, bool);
+template void gemm<float>(int64_t, int64_t, int64_t, Strided<float>, Strided<float>, float*, int64_t, int, bool);
+template void gemm<double>(int64_t, int64_t, int64_t, Strided<double>, Strided<double>, double*, int64_t, int,
+                           bool);
+
+namespace {
 
 // Below this many multiply-adds a GEMM runs on one thread: waking a second costs more than it saves
 // (measured here: one and two threads break even around n = 48, 2.5 us).
