@@ -161,6 +161,10 @@ template <class T>
 using TileFn = void (*)(int64_t k, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
 
 // One micro-kernel with its register tile (MR x NR) and cache blocks (KC, MC, NC; see Kernels).
+//
+// `thin` is a tile of fewer rows (thin_mr) for products with few rows: m = 32 fills 4 tiles of 8 rows
+// exactly where 3 tiles of 14 would compute 42 rows (the output channels of a small convolution, the
+// batch of a recurrent step). Its accumulators (8 x 2) still outnumber FMA latency x units.
 template <class T>
 struct Kernel {
     const char* name;
@@ -168,6 +172,8 @@ struct Kernel {
     double (*fma_loop)(int64_t iters);
     int mr, nr;
     int64_t kc, mc, nc;
+    TileFn<T> thin;
+    int thin_mr;
 };
 
 // Each kernel is instantiated inside functions compiled for its target; `flatten` inlines the
@@ -179,15 +185,23 @@ struct Kernel {
         micro_kernel<V, MR, NV>(k, a, b, c, ldc, accumulate);                                  \
     }                                                                                           \
     attributes double fma_loop_##isa(int64_t iters) { return fma_loop<V>(iters); }
+#define MINIGRAD_THIN(isa, attributes, V, MR, NV)                                                   \
+    attributes void thin_##isa(int64_t k, const V::T* a, const V::T* b, V::T* c, int64_t ldc,      \
+                               bool accumulate) {                                                  \
+        micro_kernel<V, MR, NV>(k, a, b, c, ldc, accumulate);                                     \
+    }
 #ifdef MINIGRAD_X86
 MINIGRAD_KERNEL(avx512_f32, __attribute__((target(AVX512), flatten)), Avx512F32, 14, 2)  // 14 x 32
 MINIGRAD_KERNEL(avx512_f64, __attribute__((target(AVX512), flatten)), Avx512F64, 14, 2)  // 14 x 16
+MINIGRAD_THIN(avx512_f32, __attribute__((target(AVX512), flatten)), Avx512F32, 8, 2)     // 8 x 32
+MINIGRAD_THIN(avx512_f64, __attribute__((target(AVX512), flatten)), Avx512F64, 8, 2)     // 8 x 16
 MINIGRAD_KERNEL(avx2_f32, __attribute__((target(AVX2), flatten)), Avx2F32, 6, 2)         // 6 x 16
 MINIGRAD_KERNEL(avx2_f64, __attribute__((target(AVX2), flatten)), Avx2F64, 6, 2)         // 6 x 8
 #endif
 MINIGRAD_KERNEL(plain_f32, __attribute__((flatten)), Plain<float>, 4, 8)
 MINIGRAD_KERNEL(plain_f64, __attribute__((flatten)), Plain<double>, 4, 4)
 #undef MINIGRAD_KERNEL
+#undef MINIGRAD_THIN
 
 // The kernels this build has, best first; `supported` filters them by the CPU at run time.
 //
@@ -210,20 +224,20 @@ template <>
 struct Kernels<float> {
     static constexpr Kernel<float> all[] = {
 #ifdef MINIGRAD_X86
-        {"avx512", tile_avx512_f32, fma_loop_avx512_f32, 14, 32, 256, 224, 4096},
-        {"avx2", tile_avx2_f32, fma_loop_avx2_f32, 6, 16, 256, 120, 4096},
+        {"avx512", tile_avx512_f32, fma_loop_avx512_f32, 14, 32, 256, 224, 4096, thin_avx512_f32, 8},
+        {"avx2", tile_avx2_f32, fma_loop_avx2_f32, 6, 16, 256, 120, 4096, tile_avx2_f32, 6},
 #endif
-        {"scalar", tile_plain_f32, fma_loop_plain_f32, 4, 8, 256, 64, 2048},
+        {"scalar", tile_plain_f32, fma_loop_plain_f32, 4, 8, 256, 64, 2048, tile_plain_f32, 4},
     };
 };
 template <>
 struct Kernels<double> {
     static constexpr Kernel<double> all[] = {
 #ifdef MINIGRAD_X86
-        {"avx512", tile_avx512_f64, fma_loop_avx512_f64, 14, 16, 256, 224, 2048},
-        {"avx2", tile_avx2_f64, fma_loop_avx2_f64, 6, 8, 256, 120, 2048},
+        {"avx512", tile_avx512_f64, fma_loop_avx512_f64, 14, 16, 256, 224, 2048, thin_avx512_f64, 8},
+        {"avx2", tile_avx2_f64, fma_loop_avx2_f64, 6, 8, 256, 120, 2048, tile_avx2_f64, 6},
 #endif
-        {"scalar", tile_plain_f64, fma_loop_plain_f64, 4, 4, 256, 64, 1024},
+        {"scalar", tile_plain_f64, fma_loop_plain_f64, 4, 4, 256, 64, 1024, tile_plain_f64, 4},
     };
 };
 
@@ -327,24 +341,6 @@ void macro_kernel(const Kernel<T>& ker, int64_t mc, int64_t nc, int64_t kc, cons
     }
 }
 
-// A strided matrix read as the A operand (i = row, p = column) or as B (i = column, p = row).
-template <class T>
-struct AsA final : Operand<T> {
-    Strided<T> m;
-    explicit AsA(Strided<T> m) : m(m) {}
-    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
-        pack_block(dst, m.p + i0 * m.rs + p0 * m.cs, w, kc, m.rs, m.cs, W);
-    }
-};
-template <class T>
-struct AsB final : Operand<T> {
-    Strided<T> m;
-    explicit AsB(Strided<T> m) : m(m) {}
-    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
-        pack_block(dst, m.p + p0 * m.rs + i0 * m.cs, w, kc, m.cs, m.rs, W);
-    }
-};
-
 // The block of C at rows [r0, r0 + m), columns [c0, c0 + n) (+)= A[r0:, :] · B[:, c0:] on the calling
 // thread: the five loops. c points at the block's first element.
 template <class T>
@@ -371,6 +367,9 @@ void gemm_serial(const Kernel<T>& ker, int64_t r0, int64_t m, int64_t c0, int64_
 
 }  // namespace
 
+// Products of at most this many rows use the thin tile when it computes fewer rows in vain.
+constexpr int64_t kThinRows = 64;
+
 // C (m x n, row-major, ldc) (+)= A (m x k) · B (k x n) on `threads` threads.
 //
 // Parallel split: C is cut into a grid of tm x tn blocks, one per thread, on tile boundaries, and
@@ -388,7 +387,11 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operand<T>& A, const Operand<T>
             for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
         return;
     }
-    const Kernel<T>& ker = current_kernel<T>();
+    Kernel<T> ker = current_kernel<T>();
+    if (m <= kThinRows && round_up(m, ker.thin_mr) < round_up(m, ker.mr)) {  // fewer rows computed in vain
+        ker.tile = ker.thin;
+        ker.mr = ker.thin_mr;
+    }
     if (threads == 1) {  // no parallel region at all: entering one costs microseconds
         gemm_serial(ker, 0, m, 0, n, k, A, B, c, ldc, accumulate);
         return;
@@ -411,8 +414,23 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operand<T>& A, const Operand<T>
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B, T* c, int64_t ldc, int threads,
           bool accumulate) {
-    gemm<T>(m, n, k, AsA<T>(A), AsB<T>(B), c, ldc, threads, accumulate);
+    gemm<T>(m, n, k, StridedA<T>(A), StridedB<T>(B), c, ldc, threads, accumulate);
 }
+
+template <class T>
+void StridedA<T>::pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const {
+    pack_block(dst, m.p + i0 * m.rs + p0 * m.cs, w, kc, m.rs, m.cs, W);
+}
+template <class T>
+void StridedB<T>::pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const {
+    pack_block(dst, m.p + p0 * m.rs + i0 * m.cs, w, kc, m.cs, m.rs, W);
+}
+const char* gemm_kernel_name() { return Kernels<float>::all[g_kernel.load(std::memory_order_relaxed)].name; }
+
+template struct StridedA<float>;
+template struct StridedA<double>;
+template struct StridedB<float>;
+template struct StridedB<double>;
 
 template void gemm<float>(int64_t, int64_t, int64_t, const Operand<float>&, const Operand<float>&, float*,
                           int64_t, int, bool);
@@ -545,7 +563,7 @@ void register_gemm(py::module_& m) {
           "Returns None for anything else (other dtypes, 1-D operands, strides that are not whole elements):\n"
           "the caller then uses the NumPy reference.");
     m.def("gemm_kernels", &available_kernels, "Micro-kernels this CPU can run, best first.");
-    m.def("gemm_kernel", [] { return std::string(Kernels<float>::all[g_kernel].name); },
+    m.def("gemm_kernel", [] { return std::string(gemm_kernel_name()); },
           "The micro-kernel matmul uses now.");
     m.def("set_gemm_kernel", [](const std::string& name) {
         int index = kernel_index(name);

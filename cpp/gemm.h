@@ -25,11 +25,25 @@ struct Operand {
 };
 
 // A strided matrix: element (row r, column c) at p[r*rs + c*cs] (strides in elements, any sign, 0 when
-// broadcast). As an Operand it is read as A (i = row) or as B (i = column): see AsA / AsB.
+// broadcast).
 template <class T>
 struct Strided {
     const T* p;
     int64_t rs, cs;
+};
+
+// A strided matrix as the operand A (i = row, p = column) or B (i = column, p = row).
+template <class T>
+struct StridedA final : Operand<T> {
+    Strided<T> m;
+    explicit StridedA(Strided<T> m) : m(m) {}
+    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override;
+};
+template <class T>
+struct StridedB final : Operand<T> {
+    Strided<T> m;
+    explicit StridedB(Strided<T> m) : m(m) {}
+    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override;
 };
 
 // C (m x n, row-major with leading dimension ldc) = A · B, or C += A · B with `accumulate`, on
@@ -40,6 +54,10 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operand<T>& A, const Operand<T>
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B, T* c, int64_t ldc, int threads,
           bool accumulate = false);
+
+// The name of the micro-kernel gemm() uses now ("avx512", "avx2" or "scalar"; set_gemm_kernel in Python
+// changes it): kernels built around the GEMM (conv.cpp) follow the same instruction-set choice.
+const char* gemm_kernel_name();
 
 // Per-thread scratch memory, kept between calls (a fresh multi-MiB allocation per call would
 // page-fault on every use), 64-byte aligned. Each user keeps its own thread_local instances.

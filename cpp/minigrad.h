@@ -14,5 +14,6 @@ int num_threads();
 
 void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul
 void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_softmax, forward and backward
+void register_conv(pybind11::module_& m);     // conv.cpp: conv2d forward and backward
 
 }  // namespace minigrad

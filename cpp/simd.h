@@ -19,6 +19,9 @@
 namespace minigrad {
 
 #define MG_INLINE inline __attribute__((always_inline))
+// For the lambdas passed to for_each_vector: always_inline, so that they get the instruction set of the
+// function they end up in.
+#define MG_LAMBDA __attribute__((always_inline))
 
 // ---- SIMD vectors of Bytes bytes holding T -----------------------------------------------------------
 

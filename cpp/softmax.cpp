@@ -51,9 +51,7 @@ namespace {
 // Each kernel K has row<S>(out, a, b, n) for one row of n elements (b unused by forward kernels).
 
 // The body of the loops below, `[&](int64_t i, auto k) MG_LAMBDA {...}`, handles the vector at element
-// i (k: FullVector or a count, see for_each_vector); always_inline so that it gets the instruction set
-// of the function it ends up in.
-#define MG_LAMBDA __attribute__((always_inline))
+// i (k: FullVector or a count, see for_each_vector).
 
 // m = max(x) (with a nan in x, m may or may not be nan: the row comes out nan either way).
 template <class S>

@@ -125,6 +125,9 @@ for _name, _make in REDUCTION_INPUTS.items():
                          Row(f"argmin-{_tag}", "argmin", _build, exact=True)]
 
 ROWS += [
+    Row("sum-4d-axes023", "sum", lambda rng, dt: (normal(rng, (6, 5, 4, 7), dt), (0, 2, 3), False), _sum_scales),
+    Row("sum-4d-axes13-keep", "sum", lambda rng, dt: (strided(normal(rng, (3, 5, 4, 7), dt)), (1, 3), True),
+        _sum_scales),
     Row("sum-int64-reference", "sum", lambda rng, dt: (rng.integers(-9, 9, (4, 5)), 0, False), exact=True),
     Row("max-bool-reference", "max", lambda rng, dt: (rng.random((4, 5)) < 0.5, 1, True), exact=True),
     Row("sum-empty-reference", "sum", lambda rng, dt: (np.zeros((0, 3), dt), 0, False), exact=True),
@@ -358,6 +361,21 @@ for _name, _make in ELEMENTWISE_INPUTS.items():
                 exact=True),
         ]
 
+def _relu_input(rng, shape, dtype):
+    """Normal values with exact zeros, -0.0, nan and +-inf mixed in (the edge cases of the comparison)."""
+    x = normal(rng, shape, dtype).reshape(-1)
+    x[::5], x[1::7], x[2::11], x[3::13], x[4::17] = 0, -0.0, np.nan, np.inf, -np.inf
+    return x.reshape(shape)
+
+
+for _shape, _layout in [((), contiguous), ((7,), contiguous), ((3, 5, 7), strided), ((BIG, 128), contiguous)]:
+    _tag = f"{_shape}-{_layout.__name__}"
+    ROWS += [Row(f"relu-{_tag}", "relu", lambda rng, dt, s=_shape, lay=_layout: (lay(_relu_input(rng, s, dt)),),
+                 None, exact=True),
+             Row(f"relu_backward-{_tag}", "relu_backward",
+                 lambda rng, dt, s=_shape, lay=_layout: (lay(normal(rng, s, dt)), lay(_relu_input(rng, s, dt))),
+                 None, exact=True)]
+
 for _shape in [(), (7,), (3, 5, 7)]:  # GELU without a bias takes any shape
     for _approx in ("none", "tanh"):
         ROWS += [Row(f"gelu_forward-{_shape}-{_approx}", "gelu_forward",
@@ -525,7 +543,7 @@ def test_float32_math_against_libm(which, reference, ulps):
 
 GRAD_CASES = ["bias_gelu", "bias_residual", "layer_norm", "layer_norm_module", "embedding", "dropout_seeded",
               "cross_entropy_fused", "softmax", "log_softmax", "logsumexp", "sum", "amax", "amin", "max", "min",
-              "gelu_exact", "gelu_tanh"]
+              "gelu_exact", "gelu_tanh", "relu"]
 
 
 def _grad_cases():
@@ -547,7 +565,8 @@ def test_gradcheck_with_numba_forced(case, data):
 
 THREAD_ROW_IDS = ["sum-big-axis0-keep0", "softmax_forward-big-axis0", "layer_norm_backward-big-both-x1-contiguous",
                   "cross_entropy_forward-big-ls0.1", "bias_gelu_backward-big-tanh-bias1",
-                  "embedding_backward-big-padNone-contiguous", "adam_step_-big-(0.1, True, False, False)"]
+                  "embedding_backward-big-padNone-contiguous", "adam_step_-big-(0.1, True, False, False)",
+                  "relu_backward-(300, 128)-contiguous"]
 THREAD_ROWS = [row for row in ROWS if row.id in THREAD_ROW_IDS]
 assert len(THREAD_ROWS) == len(THREAD_ROW_IDS), "a THREAD_ROW_IDS entry names no row"
 

@@ -39,6 +39,8 @@ PRIMITIVES = {
     "sqrt": "sqrt(x)", "rsqrt": "rsqrt(x) = 1 / sqrt(x)", "sin": "sin(x)", "cos": "cos(x)",
     "tanh": "tanh(x)", "sigmoid": "sigmoid(x) = 1 / (1 + exp(-x)), computed without overflow",
     "relu": "relu(x) = max(x, 0)",
+    "relu_backward": "relu_backward(dout, out) -> dout where out > 0 (or nan), 0 where out <= 0; out = relu(x), "
+                     "of dout's shape",
     "gelu_forward": "gelu_forward(x, approximate) -> x * Phi(x); approximate in {'none', 'tanh'}",
     "gelu_backward": "gelu_backward(dout, x, approximate) -> dout * d gelu(x) / dx",
     "clip": "clip(x, lo, hi) -> x clamped to [lo, hi]; lo or hi may be None",
@@ -82,7 +84,8 @@ PRIMITIVES = {
     # ---- neural-network kernels (shapes: N batch, C channels, H/W spatial, T time, D features) ---------
     "conv2d_forward": "conv2d_forward(x (N,C,H,W), weight (O,C/groups,kh,kw), stride (sh,sw), padding "
                       "((top,bottom),(left,right)), dilation (dh,dw), groups) -> out (N,O,Ho,Wo), no bias",
-    "conv2d_backward": "conv2d_backward(dout, x, weight, stride, padding, dilation, groups) -> (dx, dweight)",
+    "conv2d_backward": "conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)) -> "
+                       "(dx, dweight), each None where `needs` (need dx, need dweight) says it is not wanted",
     "max_pool2d_forward": "max_pool2d_forward(x (N,C,H,W), kernel (kh,kw), stride, padding (ph,pw), dilation, "
                           "ceil_mode) -> (out, argmax): argmax holds each max's flat index into H*W",
     "max_pool2d_backward": "max_pool2d_backward(dout, argmax, input_shape) -> dx (scatter-add to the argmax)",

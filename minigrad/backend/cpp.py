@@ -68,3 +68,35 @@ def log_softmax_forward(x, axis):
 def log_softmax_backward(dout, out, axis):
     """dout - exp(out) * sum(dout) along `axis`; out = log_softmax."""
     return _along_rows("log_softmax_backward", axis, dout, out)
+
+
+# ---- conv2d (cpp/conv.cpp) -------------------------------------------------------------------------
+# GEMMs on implicit image patches: the kernels read x, weight and dout as C-contiguous arrays of one dtype
+# (a copy, only of an input that is not); any stride, padding, dilation and groups.
+
+_CONV = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def _conv_args(stride, padding, dilation, groups):
+    (top, bottom), (left, right) = padding
+    return tuple(stride), (top, bottom, left, right), tuple(dilation), groups
+
+
+def conv2d_forward(x, weight, stride, padding, dilation, groups):
+    """x (N, C, H, W), weight (O, C/groups, kh, kw) -> out (N, O, Ho, Wo); padding ((top, bottom), (left, right))."""
+    suffix = _CONV.get(x.dtype)
+    if suffix is None or weight.dtype != x.dtype:
+        return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups)
+    forward = getattr(_C, "conv2d_forward_" + suffix)
+    return forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), *_conv_args(stride, padding, dilation, groups))
+
+
+def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
+    """-> (dx (N, C, H, W), dweight (O, C/groups, kh, kw)) for out = conv2d_forward(x, weight, ...), each None
+    where `needs` (need dx, need dweight) says it is not wanted."""
+    suffix = _CONV.get(x.dtype)
+    if suffix is None or weight.dtype != x.dtype or dout.dtype != x.dtype:
+        return numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs)
+    backward = getattr(_C, "conv2d_backward_" + suffix)
+    return tuple(backward(*(np.ascontiguousarray(a) for a in (dout, x, weight)),
+                          *_conv_args(stride, padding, dilation, groups), *needs))

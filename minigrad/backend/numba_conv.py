@@ -155,21 +155,26 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     return out.reshape(n, o, ho, wo)
 
 
-def conv2d_backward(dout, x, weight, stride, padding, dilation, groups):
-    """-> (dx (N, C, H, W), dweight (O, C/groups, kh, kw)) for out = conv2d_forward(x, weight, ...)."""
+def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
+    """-> (dx (N, C, H, W), dweight (O, C/groups, kh, kw)) for out = conv2d_forward(x, weight, ...), each None
+    where `needs` (need dx, need dweight) says it is not wanted."""
     if not supported(dout, x, weight):
-        return numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, groups)
+        return numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs)
     geometry = _geometry(x.shape, weight.shape, stride, padding, dilation)
     n, o, (ho, wo) = x.shape[0], weight.shape[0], geometry[-2:]
-    cols = _cols(x, geometry).reshape(n, groups, -1, ho * wo)  # recomputed, not kept from forward
     dout_g = kernel_array(dout).reshape(n, groups, o // groups, ho * wo)
-    dweight = np.empty((groups, o // groups, cols.shape[2]), x.dtype)
-    launch(_weight_grad, cols.size, dweight, dout_g, cols)
-    w_t = kernel_array(weight).reshape(groups, o // groups, -1).swapaxes(-1, -2)  # (g, K, O/g), a view
-    dcols = dispatch("cpu").matmul(w_t, dout_g)  # (N, g, K, Ho*Wo)
-    dx = np.empty(x.shape, x.dtype)
-    launch(_col2im, dcols.size, dx, dcols.reshape(n, -1, ho * wo), *geometry)
-    return dx, dweight.reshape(weight.shape)
+    dx = dweight = None
+    if needs[1]:
+        cols = _cols(x, geometry).reshape(n, groups, -1, ho * wo)  # recomputed, not kept from forward
+        dweight = np.empty((groups, o // groups, cols.shape[2]), x.dtype)
+        launch(_weight_grad, cols.size, dweight, dout_g, cols)
+        dweight = dweight.reshape(weight.shape)
+    if needs[0]:
+        w_t = kernel_array(weight).reshape(groups, o // groups, -1).swapaxes(-1, -2)  # (g, K, O/g), a view
+        dcols = dispatch("cpu").matmul(w_t, dout_g)  # (N, g, K, Ho*Wo)
+        dx = np.empty(x.shape, x.dtype)
+        launch(_col2im, dcols.size, dx, dcols.reshape(n, -1, ho * wo), *geometry)
+    return dx, dweight
 
 
 # ---- pooling ------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from minigrad.backend.numba_conv import (  # noqa: F401
 )
 from minigrad.backend.numba_elementwise import (  # noqa: F401
     bias_gelu_backward, bias_gelu_forward, bias_residual_forward, dropout_backward, dropout_forward, gelu_backward,
-    gelu_forward,
+    gelu_forward, relu, relu_backward,
 )
 from minigrad.backend.numba_embedding import embedding_backward, embedding_forward  # noqa: F401
 from minigrad.backend.numba_loss import cross_entropy_backward, cross_entropy_forward  # noqa: F401

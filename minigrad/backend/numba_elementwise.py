@@ -1,4 +1,4 @@
-"""Numba fused elementwise kernels: bias + GELU, bias + residual, dropout's mask-and-scale.
+"""Numba fused elementwise kernels: bias + GELU, bias + residual, dropout's mask-and-scale, ReLU.
 
 Each is one pass over memory where the NumPy reference makes several (GELU's tanh form alone is
 about ten NumPy passes, each reading and writing a full temporary). The GELU of a linear layer's
@@ -14,6 +14,9 @@ numba_math (vectorized in float32). Constants are converted to the array's dtype
 float32 code stays float32 (a Python float would promote it to float64).
 
 gelu_forward / gelu_backward (any shape, no bias) run the same kernels on x seen as (rows, last dim).
+
+ReLU forward and backward are one pass each, over the flat arrays, on all threads (NumPy's maximum and
+the backward's comparison-then-where run on one thread, the latter in two passes and a bool temporary).
 """
 from __future__ import annotations
 
@@ -92,6 +95,22 @@ def _mask_scale(out, x, mask, scale):
         out[i] = x[i] * T(mask[i]) * s
 
 
+@njit(parallel=True, cache=True)
+def _relu(out, x):
+    # out = max(x, 0), flat; a nan stays nan (as np.maximum)
+    T = x.dtype.type
+    for i in prange(x.shape[0]):
+        out[i] = x[i] if not x[i] < T(0) else T(0)
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward(dx, dout, out):
+    # dx = dout where out > 0 or out is nan, else 0; flat
+    T = dout.dtype.type
+    for i in prange(dx.shape[0]):
+        dx[i] = T(0) if out[i] <= T(0) else dout[i]
+
+
 def _rows(x):
     """x (any shape) as a C-contiguous (rows, last dim) array."""
     return kernel_array(x).reshape(-1, x.shape[-1] if x.ndim else 1)
@@ -153,3 +172,21 @@ def dropout_forward(gen, x, p):
 
 def dropout_backward(dout, mask, p):
     return _mask_and_scale(dout, mask, p)
+
+
+def relu(x):
+    """max(x, 0), any shape."""
+    if not supported(x):
+        return numpy_ref.relu(x)
+    out = np.empty(x.shape, x.dtype)
+    launch(_relu, x.size, out.reshape(-1), kernel_array(x).reshape(-1))
+    return out
+
+
+def relu_backward(dout, out):
+    """dout where out > 0 (or nan), else 0; dout and out of one shape."""
+    if not supported(dout, out) or dout.shape != out.shape:
+        return numpy_ref.relu_backward(dout, out)
+    dx = np.empty(dout.shape, dout.dtype)
+    launch(_relu_backward, dx.size, dx.reshape(-1), kernel_array(dout).reshape(-1), kernel_array(out).reshape(-1))
+    return dx

@@ -249,8 +249,28 @@ def _extreme(x, axis, keepdims, largest, want_index):
 # ---- primitives ------------------------------------------------------------------------------------
 
 def sum(x, axis, keepdims):
+    axes = _normalized_axes(axis, x.ndim) if supported(x) and x.ndim else ()
+    runs = _adjacent_runs(axes)
+    if len(runs) > 1 and x.size:
+        # Axes in several separate runs, e.g. (0, 2, 3) of (N, C, H, W) for a conv bias gradient: sum the last
+        # run first (a reshape, no copy: here N*C rows of H*W), then the other runs of the smaller result,
+        # instead of one transposed copy of all of x (_pre_n_post).
+        partial = sum(x, runs[-1], True)
+        out = sum(partial, tuple(a for run in runs[:-1] for a in run), True)
+        return out if keepdims else out.reshape(tuple(n for a, n in enumerate(x.shape) if a not in axes))
     out = _reduce(x, axis, keepdims, _sum_rows, _sum_cols, [None])
     return numpy_ref.sum(x, axis, keepdims) if out is None else out[0]
+
+
+def _adjacent_runs(axes):
+    """Sorted axes cut into runs of consecutive ones: (0, 2, 3) -> [(0,), (2, 3)]."""
+    runs = []
+    for a in axes:
+        if runs and a == runs[-1][-1] + 1:
+            runs[-1] += (a,)
+        else:
+            runs.append((a,))
+    return runs
 
 
 def max(x, axis, keepdims):

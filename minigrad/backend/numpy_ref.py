@@ -101,6 +101,11 @@ def relu(x):
     return np.maximum(x, 0)
 
 
+def relu_backward(dout, out):
+    # the subgradient 0 at x == 0; a nan (out is nan) passes the gradient, as in PyTorch
+    return np.where(out <= 0, np.zeros((), dout.dtype), dout)
+
+
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _INV_SQRT_2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
@@ -574,19 +579,23 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     return np.ascontiguousarray(out.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
 
 
-def conv2d_backward(dout, x, weight, stride, padding, dilation, groups):
+def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
     # With out[g] = W[g] @ cols[g]: dW[g] = dout[g] @ cols[g]^T and dcols[g] = W[g]^T @ dout[g]; dx is
     # dcols scattered back through the window map (col2im), with the padding cropped off.
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
-    cols, (ho, wo) = _im2col(x, (kh, kw), stride, padding, dilation, groups)  # recomputed, not cached
     dout_g = dout.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)  # (g, O/g, N*Ho*Wo)
-    dweight = np.matmul(dout_g, cols.transpose(0, 2, 1)).reshape(weight.shape)
-    dcols = np.matmul(weight.reshape(groups, o // groups, -1).transpose(0, 2, 1), dout_g)  # (g, K, N*Ho*Wo)
-    dcols = dcols.reshape(c, kh, kw, n, ho, wo).transpose(3, 0, 1, 2, 4, 5)  # the window layout (a view)
-    (top, bottom), (left, right) = padding
-    dxp = _col2im(dcols, (n, c, top + h + bottom, left + w + right), stride, dilation)
-    return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w]), dweight
+    dx = dweight = None
+    if needs[1]:
+        cols, _ = _im2col(x, (kh, kw), stride, padding, dilation, groups)  # recomputed, not cached
+        dweight = np.matmul(dout_g, cols.transpose(0, 2, 1)).reshape(weight.shape)
+    if needs[0]:
+        dcols = np.matmul(weight.reshape(groups, o // groups, -1).transpose(0, 2, 1), dout_g)  # (g, K, N*Ho*Wo)
+        dcols = dcols.reshape(c, kh, kw, n, *dout.shape[2:]).transpose(3, 0, 1, 2, 4, 5)  # window layout (a view)
+        (top, bottom), (left, right) = padding
+        dxp = _col2im(dcols, (n, c, top + h + bottom, left + w + right), stride, dilation)
+        dx = np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+    return dx, dweight
 
 
 def _pool_geometry(hw, kernel, stride, padding, dilation, ceil_mode):

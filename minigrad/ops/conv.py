@@ -22,7 +22,8 @@ class Conv2d(Function):
 
     def backward(self, grad):
         x, weight = self.saved_arrays
-        return self.backend.conv2d_backward(grad, x, weight, *self.config)  # (dx, dweight)
+        needs = self.needs_input_grad[:2]  # e.g. no dx for the first layer, whose input is data
+        return self.backend.conv2d_backward(grad, x, weight, *self.config, needs)  # (dx, dweight), None if not needed
 
 
 class MaxPool2d(Function):

@@ -281,8 +281,7 @@ class Relu(Function):
 
     def backward(self, grad):  # the subgradient 0 at x == 0; a nan passes the gradient, as in PyTorch
         (out,) = self.saved_arrays
-        bk = self.backend
-        return bk.where(bk.le(out, 0), bk.zeros((), grad.dtype), grad)
+        return self.backend.relu_backward(grad, out)
 
 
 class Gelu(Function):
