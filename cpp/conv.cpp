@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -174,9 +175,9 @@ void over_tasks(int64_t tasks, Body body) {
 // Per-thread buffers of one image: the padded input (or its gradient), and a (rows x P) grid.
 thread_local Scratch xp_scratch, grid_scratch, dcols_scratch;
 
-// out (N, O, Ho, Wo) = conv(x (N, C, H, W), w (O, C/g, kh, kw)), all C-contiguous.
+// out (N, O, Ho, Wo) = conv(x (N, C, H, W), w (O, C/g, kh, kw)) + bias (O,) if not null, all C-contiguous.
 template <class T>
-void forward(const Geometry& g, int64_t images, int64_t groups, const T* x, const T* w, T* out) {
+void forward(const Geometry& g, int64_t images, int64_t groups, const T* x, const T* w, const T* bias, T* out) {
     const int64_t K = g.K(), P = g.P();
     over_tasks(images * groups, [&](int64_t task, int threads) {
         T* xp = xp_scratch.get<T>(g.C * g.Hp * g.Wp);
@@ -184,8 +185,17 @@ void forward(const Geometry& g, int64_t images, int64_t groups, const T* x, cons
         pad(g, x + task * g.C * g.H * g.W, xp);
         gemm<T>(g.O, P, K, StridedA<T>({w + task % groups * g.O * K, K, 1}), Patches<T>(g, xp), grid, g.Pg(),
                 threads);
-        if (g.unit_stride())  // drop the grid columns j >= Wo
-            place_rows(grid, g.Wp, 0, out + task * g.O * g.Ho * g.Wo, g.Wo, 0, g.O, g.Ho, g.Ho, 0, g.Wo);
+        // out[o, i, j] = grid[o, i*Wg + j] + bias[o] for j < Wo: drops the grid columns j >= Wo, if any (in place
+        // when the grid is out itself: the reads run ahead of, or at, the writes)
+        T* o_img = out + task * g.O * g.Ho * g.Wo;
+        for (int64_t o = 0; o < g.O; ++o) {
+            const T b = bias ? bias[task % groups * g.O + o] : T(0);
+            for (int64_t i = 0; i < g.Ho; ++i) {
+                const T* s = grid + o * g.Pg() + i * g.Wg();
+                T* d = o_img + (o * g.Ho + i) * g.Wo;
+                for (int64_t j = 0; j < g.Wo; ++j) d[j] = s[j] + b;
+            }
+        }
     });
 }
 
@@ -370,13 +380,20 @@ Geometry geometry(const py::array& x, const py::array& w, std::array<int64_t, 2>
 
 template <class T>
 py::array_t<T> conv2d_forward(const py::array& x, const py::array& w, std::array<int64_t, 2> stride,
-                              std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation, int64_t groups) {
+                              std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation, int64_t groups,
+                              const std::optional<py::array>& bias) {
     const Geometry g = geometry(x, w, stride, padding, dilation, groups);
     const T *px = data_of<T>(x, "x"), *pw = data_of<T>(w, "weight");
+    const T* pb = nullptr;
+    if (bias) {
+        if (bias->ndim() != 1 || bias->shape(0) != w.shape(0))
+            throw std::invalid_argument("conv2d: bias " + shape_of(*bias) + " does not match weight " + shape_of(w));
+        pb = data_of<T>(*bias, "bias");
+    }
     py::array_t<T> out({x.shape(0), w.shape(0), g.Ho, g.Wo});
     T* po = out.mutable_data();
     py::gil_scoped_release release;
-    forward(g, x.shape(0), groups, px, pw, po);
+    forward(g, x.shape(0), groups, px, pw, pb, po);
     return out;
 }
 
@@ -415,7 +432,8 @@ py::tuple conv2d_backward(const py::array& dout, const py::array& x, const py::a
 void register_conv(py::module_& m) {
     const char* fwd_doc =
         "conv2d_forward(x (N, C, H, W), weight (O, C/groups, kh, kw), stride (sh, sw), padding (top, bottom,\n"
-        "left, right), dilation (dh, dw), groups) -> out (N, O, Ho, Wo). C-contiguous float32 or float64.";
+        "left, right), dilation (dh, dw), groups, bias (O,) or None) -> out (N, O, Ho, Wo). C-contiguous float32\n"
+        "or float64.";
     const char* bwd_doc =
         "conv2d_backward(dout, x, weight, stride, padding, dilation, groups, need_dx, need_dw) -> (dx or None,\n"
         "dweight or None).";

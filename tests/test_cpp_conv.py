@@ -142,9 +142,9 @@ def test_other_dtypes_go_to_the_reference():
 def test_bad_shapes_are_value_errors_naming_them(x_shape, w_shape, groups, message):
     x, w = np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)
     with pytest.raises(ValueError, match=message):
-        _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), groups)
+        _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), groups, None)
     with pytest.raises(ValueError, match=r"\(2, 3"):
-        _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), groups)
+        _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), groups, None)
 
 
 def test_backward_checks_the_output_shape():
@@ -171,3 +171,25 @@ def test_backward_computes_only_what_is_needed(module, needs):
             np.testing.assert_array_equal(got, ref)
         else:
             assert got is None
+
+
+@pytest.mark.parametrize("module", ["numpy_ref", "numba_conv", "cpp"])
+@pytest.mark.parametrize("config", ["3x3-pad1", "groups3-stride23", "big"])
+def test_bias_is_added_per_output_channel(module, config):
+    import importlib
+    if module == "numba_conv":
+        pytest.importorskip("numba", reason="numba is not installed: no Numba conv2d")
+    prims = importlib.import_module(f"minigrad.backend.{module}")
+    rng = np.random.default_rng(4)
+    x, w, *geometry = table._conv_args(rng, np.float32, table.CONV_CONFIGS[config], "contiguous", False)
+    bias = rng.standard_normal(w.shape[0]).astype(np.float32)
+    got = prims.conv2d_forward(x, w, *geometry, bias=bias)
+    ref = numpy_ref.conv2d_forward(x, w, *geometry) + bias.reshape(-1, 1, 1)
+    scale = numpy_ref.conv2d_forward(np.abs(x), np.abs(w), *geometry) + np.abs(bias).reshape(-1, 1, 1)
+    assert_matches(got, ref.astype(np.float32), scale, w[0].size + 1, np.float32, False, f"{module} {config}")
+
+
+def test_bias_that_does_not_match_is_a_value_error():
+    x, w = np.zeros((2, 3, 5, 5), np.float32), np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"bias \(3,\) does not match weight \(4, 3, 3, 3\)"):
+        _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), 1, np.zeros(3, np.float32))

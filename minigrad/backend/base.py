@@ -83,7 +83,8 @@ PRIMITIVES = {
     "isfinite": "isfinite(x) -> bool", "any": "any(x) -> Python bool", "all": "all(x) -> Python bool",
     # ---- neural-network kernels (shapes: N batch, C channels, H/W spatial, T time, D features) ---------
     "conv2d_forward": "conv2d_forward(x (N,C,H,W), weight (O,C/groups,kh,kw), stride (sh,sw), padding "
-                      "((top,bottom),(left,right)), dilation (dh,dw), groups) -> out (N,O,Ho,Wo), no bias",
+                      "((top,bottom),(left,right)), dilation (dh,dw), groups, bias=None) -> out (N,O,Ho,Wo), plus "
+                      "bias (O,) per output channel when given",
     "conv2d_backward": "conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)) -> "
                        "(dx, dweight), each None where `needs` (need dx, need dweight) says it is not wanted",
     "max_pool2d_forward": "max_pool2d_forward(x (N,C,H,W), kernel (kh,kw), stride, padding (ph,pw), dilation, "

@@ -82,13 +82,15 @@ def _conv_args(stride, padding, dilation, groups):
     return tuple(stride), (top, bottom, left, right), tuple(dilation), groups
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups):
-    """x (N, C, H, W), weight (O, C/groups, kh, kw) -> out (N, O, Ho, Wo); padding ((top, bottom), (left, right))."""
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
+    """x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None -> out (N, O, Ho, Wo); padding ((top,
+    bottom), (left, right)). The bias is added as the output is written."""
     suffix = _CONV.get(x.dtype)
-    if suffix is None or weight.dtype != x.dtype:
-        return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups)
+    if suffix is None or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups, bias)
     forward = getattr(_C, "conv2d_forward_" + suffix)
-    return forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), *_conv_args(stride, padding, dilation, groups))
+    return forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), *_conv_args(stride, padding, dilation, groups),
+                   None if bias is None else np.ascontiguousarray(bias))
 
 
 def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):

@@ -143,16 +143,19 @@ def _cols(x, geometry):
     return cols
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups):
-    """x (N, C, H, W), weight (O, C/groups, kh, kw) -> out (N, O, Ho, Wo); padding ((top, bottom),
-    (left, right)). float32/float64; other dtypes go to numpy_ref."""
-    if not supported(x, weight):
-        return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups)
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
+    """x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None -> out (N, O, Ho, Wo); padding ((top,
+    bottom), (left, right)). float32/float64; other dtypes go to numpy_ref."""
+    if not supported(x, weight, *([] if bias is None else [bias])):
+        return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups, bias)
     geometry = _geometry(x.shape, weight.shape, stride, padding, dilation)
     n, o, (ho, wo) = x.shape[0], weight.shape[0], geometry[-2:]
     cols = _cols(x, geometry).reshape(n, groups, -1, ho * wo)  # (N, g, K, Ho*Wo)
     out = dispatch("cpu").matmul(kernel_array(weight).reshape(groups, o // groups, -1), cols)  # (N, g, O/g, Ho*Wo)
-    return out.reshape(n, o, ho, wo)
+    out = out.reshape(n, o, ho, wo)
+    if bias is not None:
+        out += bias.reshape(-1, 1, 1)
+    return out
 
 
 def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):

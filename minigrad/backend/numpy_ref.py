@@ -571,12 +571,15 @@ def _im2col(x, kernel, stride, padding, dilation, groups):
     return np.ascontiguousarray(win).reshape(groups, -1, n * ho * wo), (ho, wo)
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups):
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     # im2col + one matmul per group: out[g] (O/g, N*Ho*Wo) = weight[g] (O/g, K) @ cols[g] (K, N*Ho*Wo).
     o = weight.shape[0]
     cols, (ho, wo) = _im2col(x, weight.shape[2:], stride, padding, dilation, groups)
     out = np.matmul(weight.reshape(groups, o // groups, -1), cols)
-    return np.ascontiguousarray(out.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
+    out = np.ascontiguousarray(out.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
+    if bias is not None:
+        out += bias.reshape(-1, 1, 1)
+    return out
 
 
 def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):

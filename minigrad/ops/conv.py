@@ -2,8 +2,9 @@
 
 Arguments arrive normalized by the functional layer: stride, dilation and kernel are (h, w) pairs of
 ints, conv padding is ((top, bottom), (left, right)) (asymmetric, so 'same' works with even kernels),
-pooling padding is (ph, pw) on both sides. Conv2d has no bias: `F.conv2d` adds it as a broadcast add,
-whose gradient (a sum over N, H, W) the autograd engine already knows.
+pooling padding is (ph, pw) on both sides. Conv2d takes the bias as an optional third input: the
+kernel adds it while it writes the output (no separate pass over it), and its gradient is dout summed
+over N, H and W.
 """
 from __future__ import annotations
 
@@ -13,17 +14,22 @@ from minigrad.tensor import Tensor
 
 
 class Conv2d(Function):
-    """Cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw) -> (N, O, Ho, Wo)."""
+    """Cross-correlation of x (N, C, H, W) with weight (O, C/groups, kh, kw), plus bias (O,) if given ->
+    (N, O, Ho, Wo)."""
 
-    def forward(self, x, weight, stride, padding, dilation, groups):
+    def forward(self, x, weight, bias=None, *, stride, padding, dilation, groups):
         self.config = (stride, padding, dilation, groups)
         self.save_for_backward(x, weight)
-        return self.backend.conv2d_forward(x, weight, *self.config)
+        return self.backend.conv2d_forward(x, weight, *self.config, bias=bias)
 
     def backward(self, grad):
         x, weight = self.saved_arrays
         needs = self.needs_input_grad[:2]  # e.g. no dx for the first layer, whose input is data
-        return self.backend.conv2d_backward(grad, x, weight, *self.config, needs)  # (dx, dweight), None if not needed
+        dx, dweight = self.backend.conv2d_backward(grad, x, weight, *self.config, needs)  # None where not needed
+        if len(self.needs_input_grad) == 2:
+            return dx, dweight
+        dbias = self.backend.sum(grad, (0, 2, 3), False) if self.needs_input_grad[2] else None
+        return dx, dweight, dbias
 
 
 class MaxPool2d(Function):

@@ -88,9 +88,8 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, spatial: int, op: 
     if spatial == 1:  # conv1d is conv2d over (N, C, 1, L) with a (O, C/groups, 1, k) kernel
         x, weight = x.unsqueeze(2), weight.unsqueeze(2)
         stride, dilation, pads = (1, *stride), (1, *dilation), ((0, 0), *pads)
-    out = Conv2d.apply(x, weight, stride=stride, padding=pads, dilation=dilation, groups=groups)
-    if bias is not None:
-        out = out + bias.reshape(1, -1, 1, 1)
+    out = Conv2d.apply(x, weight, *([] if bias is None else [bias]), stride=stride, padding=pads, dilation=dilation,
+                       groups=groups)
     if spatial == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out
