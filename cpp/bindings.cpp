@@ -21,7 +21,7 @@ int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 }  // namespace minigrad
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "minigrad's C++ kernels (OpenMP-parallel): matmul, softmax";
+    m.doc() = "minigrad's C++ kernels (OpenMP-parallel): matmul, softmax, attention";
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
         minigrad::g_num_threads = n;
@@ -31,4 +31,5 @@ PYBIND11_MODULE(_C, m) {
     minigrad::register_gemm(m);
     minigrad::register_softmax(m);
     minigrad::register_conv(m);
+    minigrad::register_attention(m);
 }

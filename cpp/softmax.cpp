@@ -175,6 +175,12 @@ std::atomic<int> g_isa{[] {
     return isa;
 }()};
 
+}  // namespace
+
+int simd_isa() { return g_isa.load(std::memory_order_relaxed); }
+
+namespace {
+
 template <class K, class T>
 RowsFn<T> rows_fn() {
     switch (g_isa.load(std::memory_order_relaxed)) {
@@ -289,7 +295,7 @@ void register_softmax(py::module_& m) {
         for (int isa = 0; isa < kIsaCount; ++isa)
             if (name == kIsaNames[isa] && isa_supported(isa)) return g_isa.store(isa);
         throw py::value_error("set_softmax_kernel: '" + name + "' is not one of softmax_kernels()");
-    }, py::arg("name"), "Use another version of the softmax kernels (for tests and benchmarks).");
+    }, py::arg("name"), "Use another version of the softmax kernels, and of the attention kernels (for tests and benchmarks).");
 }
 
 }  // namespace minigrad

@@ -40,7 +40,8 @@ import numpy as np
 import pytest
 
 from minigrad.backend import numpy_ref
-from softmax_support import softmax_error_scale  # tests/ is on sys.path under pytest
+from attention_support import attention_error_scales  # tests/ is on sys.path under pytest
+from softmax_support import softmax_error_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
@@ -1086,31 +1087,6 @@ def attention_bias(kind, b, tq, tk, dtype, rng):
     bias = np.zeros((b, 1, 1, tk), dtype)
     bias[min(1, b - 1), ..., tk // 2:] = -np.inf
     return bias
-
-
-def attention_error_scales(q, k, v, bias, causal, scale, dout, out, lse):
-    """The magnitudes the kernels' results are computed from, in float64 (see assert_close). A score is off
-    by about eps (|scale q| |k| + |bias|); in exp(s - m) that is a relative error of the probability,
-    amplified by the largest such magnitude of the row (`amp`), then carried through the products like the
-    values themselves."""
-    q, k, v, dout, out = (a.astype(np.float64) for a in (q, k, v, dout, out))
-    tq, tk = q.shape[2], k.shape[2]
-    qs = q * float(scale)
-    s = qs @ np.swapaxes(k, -1, -2)
-    sabs = np.abs(qs) @ np.swapaxes(np.abs(k), -1, -2)
-    hidden = np.triu(np.ones((tq, tk), bool), 1) if causal else np.zeros((tq, tk), bool)
-    if bias is not None:
-        b = np.broadcast_to(bias.astype(np.float64), s.shape)
-        finite = np.isfinite(b)
-        s, sabs, hidden = s + np.where(finite, b, 0), sabs + np.where(finite, np.abs(b), 0), hidden | ~finite
-    hidden = np.broadcast_to(hidden, s.shape)
-    amp = 1 + 2 * np.max(np.where(hidden, 0, sabs), axis=-1, keepdims=True)
-    shift = np.where(np.isfinite(lse), lse, 0)[..., None]
-    p = np.where(hidden, 0, np.exp(np.minimum(0, s - shift)))  # P, in float64
-    dout, v = np.abs(dout), np.abs(v)
-    ads = p * amp * (dout @ np.swapaxes(v, -1, -2) + np.sum(dout * np.abs(out), axis=-1, keepdims=True))
-    return (amp * (p @ v), amp[..., 0] + np.abs(shift[..., 0]), ads @ np.abs(k) * float(scale),
-            np.swapaxes(ads, -1, -2) @ np.abs(qs), np.swapaxes(p, -1, -2) @ (amp * dout))
 
 
 def run_attention(emu, q, k, v, bias, causal, dout):

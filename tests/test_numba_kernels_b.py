@@ -379,11 +379,11 @@ def test_same_results_with_one_and_two_threads(row, dtype, restore_threads):
 
 
 def test_numba_is_the_default_for_these_primitives():
-    for prim in ("attention_forward", "attention_backward", "max_pool2d_forward", "avg_pool2d_backward",
-                 "lstm_cell_forward", "gru_cell_backward"):
+    for prim in ("max_pool2d_forward", "avg_pool2d_backward", "lstm_cell_forward", "gru_cell_backward"):
         assert backend.selected(prim) == "numba", prim
-    for prim in ("conv2d_forward", "conv2d_backward"):  # the C++ convolution (cpp/conv.cpp) where it is built
-        assert backend.selected(prim) == ("cpp" if "cpp" in backend.available() else "numba"), prim
+    # the C++ kernels (cpp/conv.cpp, cpp/attention.cpp) outrank these ones where the extension is built
+    for prim in ("conv2d_forward", "conv2d_backward", "attention_forward", "attention_backward"):
+        assert backend.selected(prim) == ("cpp" if "cpp" in backend.available("cpu") else "numba"), prim
     with backend.use("numpy"):
         assert backend.selected("lstm_cell_forward") == "numpy"
 

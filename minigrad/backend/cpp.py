@@ -11,6 +11,9 @@ GIL released, on `minigrad.get_num_threads()` threads.
 
 softmax / log_softmax, forward and backward: the kernels (cpp/softmax.cpp) work on the last dim of
 C-contiguous arrays; another axis is moved last with a copy (see `_along_rows`). Same threads.
+
+attention_forward / attention_backward: flash-style kernels (cpp/attention.cpp) on strided q, k, v;
+same threads.
 """
 from __future__ import annotations
 
@@ -102,3 +105,29 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
     backward = getattr(_C, "conv2d_backward_" + suffix)
     return tuple(backward(*(np.ascontiguousarray(a) for a in (dout, x, weight)),
                           *_conv_args(stride, padding, dilation, groups), *needs))
+
+
+# ---- scaled dot-product attention (cpp/attention.cpp) -----------------------------------------------
+# The kernels read q, k, v (and dout, out, lse) with any strides, and the bias broadcast with stride 0;
+# the bias is converted to q's dtype first (as numpy_ref's in-place `scores += bias` casts it).
+
+
+def _attention_dtype_ok(*arrays):
+    return arrays[0].dtype in _SOFTMAX_DTYPES and all(a.dtype == arrays[0].dtype for a in arrays)
+
+
+def attention_forward(q, k, v, bias, is_causal, scale):
+    """q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,Dv), bias broadcastable to (B,H,Tq,Tk) or None ->
+    (out (B,H,Tq,Dv), lse (B,H,Tq)); float32/float64 in C++, other dtypes in numpy_ref."""
+    if not _attention_dtype_ok(q, k, v):
+        return numpy_ref.attention_forward(q, k, v, bias, is_causal, scale)
+    bias = None if bias is None else np.asarray(bias, q.dtype)
+    return _C.attention_forward(q, k, v, bias, bool(is_causal), float(scale))
+
+
+def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
+    """-> (dq, dk, dv), shaped like q, k, v; out and lse as attention_forward returned them."""
+    if not _attention_dtype_ok(dout, q, k, v, out, lse):
+        return numpy_ref.attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale)
+    bias = None if bias is None else np.asarray(bias, q.dtype)
+    return _C.attention_backward(dout, q, k, v, out, lse, bias, bool(is_causal), float(scale))

@@ -25,6 +25,9 @@ rows need: the sequences zero-padded to whole blocks, and v, k, q, dO also trans
 (x^T of each block of rows, contiguous: the `_blocks_t` arrays); inside a task, the P and dS tiles
 are transposed for dV and dK. A padded key is masked like a causal one; a padded query row is masked
 whole and cut off at the end.
+
+The C++ kernels of cpp/attention.cpp (same algorithm, leaner tile products) outrank these where the
+extension is built; these serve builds without it.
 """
 from __future__ import annotations
 
