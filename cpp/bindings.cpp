@@ -30,4 +30,5 @@ PYBIND11_MODULE(_C, m) {
     m.def("get_num_threads", &minigrad::num_threads, "Threads of every OpenMP kernel in this module.");
     minigrad::register_gemm(m);
     minigrad::register_softmax(m);
+    minigrad::register_rnn(m);
 }

@@ -14,5 +14,6 @@ int num_threads();
 
 void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul
 void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_softmax, forward and backward
+void register_rnn(pybind11::module_& m);      // rnn.cpp: LSTM / GRU layers over a sequence, forward and backward
 
 }  // namespace minigrad
