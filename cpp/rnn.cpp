@@ -98,7 +98,8 @@ MG_INLINE typename S::V vtanh(const typename S::V& x) {
         const V ax = vabs<S>(x);
         const V e = vexp<S>(-2.0f * ax);
         const V big = (1.0f - e) / (1.0f + e);
-        return ax < 0.625f ? small : (x < 0 ? -big : big);
+        const V y = ax < 0.625f ? small : (x < 0 ? -big : big);
+        return x == 0 ? x : y;  // tanh(-0) = -0 (x + x^3 P gives +0)
     }
 }
 

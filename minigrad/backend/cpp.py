@@ -11,6 +11,9 @@ GIL released, on `minigrad.get_num_threads()` threads.
 
 softmax / log_softmax, forward and backward: the kernels (cpp/softmax.cpp) work on the last dim of
 C-contiguous arrays; another axis is moved last with a copy (see `_along_rows`). Same threads.
+
+lstm_scan / gru_scan, forward and backward: the whole time loop of a recurrent layer (cpp/rnn.cpp), on
+C-contiguous arrays (others are copied first) except w_hh, read with its strides. Same threads.
 """
 from __future__ import annotations
 
@@ -68,3 +71,42 @@ def log_softmax_forward(x, axis):
 def log_softmax_backward(dout, out, axis):
     """dout - exp(out) * sum(dout) along `axis`; out = log_softmax."""
     return _along_rows("log_softmax_backward", axis, dout, out)
+
+
+# ---- LSTM / GRU layers over a sequence (cpp/rnn.cpp) ------------------------------------------------------
+
+
+def _in_cpp(*arrays):
+    """Whether the scan kernels take these arrays (None for an absent bias): all float32 or all float64."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    return len(dtypes) == 1 and dtypes <= set(_SOFTMAX_DTYPES)
+
+
+def _c(a):
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse):
+    """An LSTM layer in one direction (see base.PRIMITIVES): float32/float64 in C++."""
+    if not _in_cpp(gates_x, bias, h0, c0, w_hh):
+        return numpy_ref.lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse)
+    return _C.lstm_scan_forward(_c(gates_x), _c(bias), _c(h0), _c(c0), w_hh, reverse)
+
+
+def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse):
+    if not _in_cpp(grad, cache, out, h0, c0, w_hh):
+        return numpy_ref.lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse)
+    return _C.lstm_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), _c(c0), w_hh, reverse)
+
+
+def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse):
+    """A GRU layer in one direction (see base.PRIMITIVES): float32/float64 in C++."""
+    if not _in_cpp(gates_x, bias, h0, w_hh, b_hh):
+        return numpy_ref.gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse)
+    return _C.gru_scan_forward(_c(gates_x), _c(bias), _c(h0), w_hh, _c(b_hh), reverse)
+
+
+def gru_scan_backward(grad, cache, out, h0, w_hh, reverse):
+    if not _in_cpp(grad, cache, out, h0, w_hh):
+        return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse)
+    return _C.gru_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), w_hh, reverse)
