@@ -53,7 +53,7 @@ def scan_args(kind, T, B, H, dtype, seed, bias=True, scale=1.0):
     return [gx, b, h0, w_hh, normal(G)]
 
 
-def backward_args(kind, forward, args, out, cache, seed):
+def backward_args(kind, args, out, cache, seed):
     """The arguments of `<kind>_scan_backward` after a forward with `args` gave (out, cache)."""
     grad = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(out.dtype)
     if kind == "lstm":
@@ -79,7 +79,7 @@ def run_both(kind, args, reverse, seed=0):
     results = []
     for module in (cpp, numpy_ref):
         out, cache = getattr(module, f"{kind}_scan_forward")(*args, reverse)
-        bargs = backward_args(kind, None, args, out, cache, seed)
+        bargs = backward_args(kind, args, out, cache, seed)
         results.append(((out, cache), getattr(module, f"{kind}_scan_backward")(*bargs, reverse)))
     return results
 
@@ -108,7 +108,7 @@ def test_backward_takes_the_reference_cache(kind, dtype):
     """One cache layout for every backend (base.PRIMITIVES): C++ backward on numpy_ref's forward."""
     args = scan_args(kind, 6, 3, 5, dtype, seed=3)
     out, cache = getattr(numpy_ref, f"{kind}_scan_forward")(*args, True)
-    bargs = backward_args(kind, None, args, out, cache, seed=3)
+    bargs = backward_args(kind, args, out, cache, seed=3)
     assert_all_close(getattr(cpp, f"{kind}_scan_backward")(*bargs, True),
                      getattr(numpy_ref, f"{kind}_scan_backward")(*bargs, True), dtype, f"{kind} backward")
 
@@ -133,7 +133,7 @@ def test_non_contiguous_inputs(kernel, kind, dtype):
     (ref_fwd, ref_bwd), _ = run_both(kind, args, reverse=False)
     assert_all_close(fwd, ref_fwd, dtype, f"{kind} forward")
     out, cache = fwd
-    bargs = backward_args(kind, None, views, out, cache, seed=0)
+    bargs = backward_args(kind, views, out, cache, seed=0)
     bargs[0] = np.asfortranarray(bargs[0])
     assert_all_close(getattr(cpp, f"{kind}_scan_backward")(*bargs, False), ref_bwd, dtype, f"{kind} backward")
 
@@ -321,7 +321,21 @@ def test_same_result_with_one_and_two_threads(restore_threads, kind, dtype):
     for n in (1, 2):
         mg.set_num_threads(n)
         out, cache = getattr(cpp, f"{kind}_scan_forward")(*args, False)
-        bargs = backward_args(kind, None, args, out, cache, seed=12)
+        bargs = backward_args(kind, args, out, cache, seed=12)
         results.append([out, cache, *getattr(cpp, f"{kind}_scan_backward")(*bargs, False)])
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("kind", SCANS)
+def test_numba_scan_is_the_reference_loop_around_its_cells(kind):
+    """Without the extension the scans run on numba_rnn: numpy_ref's step loop around the Numba cells."""
+    numba_rnn = pytest.importorskip("minigrad.backend.numba_rnn")
+    for dtype in (np.float32, np.float64):
+        args = scan_args(kind, 5, 3, 7, dtype, seed=13)
+        results = []
+        for module in (numba_rnn, numpy_ref):
+            out, cache = getattr(module, f"{kind}_scan_forward")(*args, True)
+            bargs = backward_args(kind, args, out, cache, seed=13)
+            results.append((out, cache, *getattr(module, f"{kind}_scan_backward")(*bargs, True)))
+        assert_all_close(*results, dtype, f"numba {kind}")
