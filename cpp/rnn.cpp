@@ -46,6 +46,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -336,20 +338,80 @@ constexpr int64_t kParallelWork = 48 * 48 * 48;
 
 int gemm_threads(int64_t m, int64_t n, int64_t k) { return m * n * k < kParallelWork ? 1 : num_threads(); }
 
-thread_local Scratch w_scratch, state_scratch, dgh_scratch;
+thread_local Scratch packed_scratch, state_scratch, dgh_scratch;
 
 // The step run k-th: 0 .. T-1, or T-1 .. 0 when reverse.
 inline int64_t step_at(int64_t k, int64_t steps, bool reverse) { return reverse ? steps - 1 - k : k; }
 
-// W_hh^T (H, G*H) as a C-contiguous copy in w_scratch: made once per scan, it is packed by every step's
-// GEMM, and packing reads a row-major operand sequentially (W_hh as a transposed view is read across).
+// Copy columns [i0, i0 + w), rows [p0, p0 + kc) of the k x n matrix B (element (p, i) at src[p*rs + i*cs])
+// into the GEMM's panel layout (see Operand in gemm.h): dst[q*kc*W + (p - p0)*W + r] = B(p, i0 + qW + r),
+// zeros past column i0 + w. The loops run along whichever source stride is 1, so the reads are
+// sequential (as pack_block in gemm.cpp does).
 template <class T>
-const T* transposed_weights(Strided<T> w, int64_t rows, int64_t cols) {
-    T* wt = w_scratch.get<T>(rows * cols);
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) wt[c * rows + r] = w.p[r * w.rs + c * w.cs];
-    return wt;
+void pack_columns(T* dst, const T* src, int64_t rs, int64_t cs, int64_t i0, int64_t w, int64_t p0, int64_t kc,
+                  int W) {
+    const int64_t panels = (w + W - 1) / W;
+    if (rs == 1 && cs != 1) {  // a column of B is contiguous: one column at a time
+        for (int64_t i = 0; i < w; ++i) {
+            T* d = dst + i / W * kc * W + i % W;
+            const T* s = src + p0 + (i0 + i) * cs;
+            for (int64_t p = 0; p < kc; ++p) d[p * W] = s[p];
+        }
+        for (int64_t i = w; i < panels * W; ++i)
+            for (int64_t p = 0; p < kc; ++p) dst[i / W * kc * W + p * W + i % W] = T(0);
+        return;
+    }
+    for (int64_t q = 0; q < panels; ++q)  // along a row of B
+        for (int64_t p = 0; p < kc; ++p) {
+            T* d = dst + (q * kc + p) * W;
+            const T* s = src + (p0 + p) * rs + (i0 + q * W) * cs;
+            const int64_t lanes = std::min<int64_t>(W, w - q * W);
+            for (int64_t r = 0; r < lanes; ++r) d[r] = s[r * cs];
+            for (int64_t r = lanes; r < W; ++r) d[r] = T(0);
+        }
 }
+
+// A strided matrix as a GEMM operand: element (i, p) of the strip (see Operand in gemm.h) at
+// src[i*si + p*sp]. (gemm.cpp has its own, for gemm()'s Strided overload; a step's GEMM needs this one
+// to pair with PackedWeights below, the overloads of gemm() taking two Operands or two Strided.)
+template <class T>
+struct StridedStrip final : Operand<T> {
+    const T* src;
+    int64_t si, sp;
+    StridedStrip(const T* src, int64_t si, int64_t sp) : src(src), si(si), sp(sp) {}
+    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
+        pack_columns(dst, src, sp, si, i0, w, p0, kc, W);
+    }
+};
+
+// The recurrent weights as the B operand (k x n) of every step's GEMM. gemm() packs B into panels on each
+// call; for a weight matrix that is the same at every step, that repacking (a strided copy of k * n
+// elements, a fifth of a step's GEMM time at B = 32, H = 128) is done once per scan here, on the first
+// call, into the whole matrix's panel layout, and each later call copies its block's panels out
+// contiguously (memcpy). Blocks start on panel boundaries (gemm() splits B's columns on multiples of
+// its panel width); anything else falls back to packing from the source.
+template <class T>
+struct PackedWeights final : Operand<T> {
+    const T* src;
+    int64_t rs, cs, k, n;
+    T* packed;  // k * round_up(n, 64) elements: room for panels of any width up to 64
+    mutable std::once_flag once;
+    mutable int width = 0;
+
+    PackedWeights(const T* src, int64_t rs, int64_t cs, int64_t k, int64_t n)
+        : src(src), rs(rs), cs(cs), k(k), n(n), packed(packed_scratch.get<T>(k * ((n + 63) / 64 * 64))) {}
+
+    void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
+        std::call_once(once, [&] {  // the other threads of the GEMM wait here until it is done
+            if (W > 64) return;
+            pack_columns(packed, src, rs, cs, 0, n, 0, k, W);
+            width = W;
+        });
+        if (W != width || i0 % W) return pack_columns(dst, src, rs, cs, i0, w, p0, kc, W);
+        for (int64_t q = 0; q * W < w; ++q)
+            std::memcpy(dst + q * kc * W, packed + ((i0 / W + q) * k + p0) * W, sizeof(T) * kc * W);
+    }
+};
 
 // dW_hh (G*H, H) = sum over steps of dgates[t]^T h_in[t]: the steps whose h_in is a row of out form one
 // contiguous slab of (T - 1) * B rows (out[0 .. T-2] forward, out[1 .. T-1] in reverse); the first step
@@ -370,14 +432,14 @@ template <class T>
 void lstm_forward(int64_t steps, int64_t B, int64_t H, const T* gx, const T* bias, const T* h0, const T* c0,
                   Strided<T> w, bool reverse, T* out, T* cache) {
     const int64_t G = 4 * H;
-    const T* wt = transposed_weights(w, G, H);
+    const PackedWeights<T> wt(w.p, w.cs, w.rs, H, G);  // W_hh^T (H, G*H)
     const int threads = gemm_threads(B, G, H);
     const T *h = h0, *c = c0;
     int64_t ldc = H;
     for (int64_t k = 0; k < steps; ++k) {
         const int64_t t = step_at(k, steps, reverse);
         T* gates = cache + t * B * 6 * H;
-        gemm<T>(B, G, H, Strided<T>{h, H, 1}, Strided<T>{wt, G, 1}, gates, 6 * H, threads, false);
+        gemm<T>(B, G, H, StridedStrip<T>(h, H, 1), wt, gates, 6 * H, threads, false);
         run_step<LstmForward>(LstmForwardArgs<T>{B, H, gx + t * B * G, bias, gates, c, ldc, out + t * B * H});
         h = out + t * B * H;
         c = gates + 5 * H;
@@ -391,6 +453,7 @@ void lstm_backward(int64_t steps, int64_t B, int64_t H, const T* grad, const T* 
                    const T* c0, Strided<T> w, bool reverse, T* dgates, T* dh0, T* dc0, T* dw, T* dbias) {
     const int64_t G = 4 * H;
     const int threads = gemm_threads(B, H, G);
+    const PackedWeights<T> wp(w.p, w.rs, w.cs, G, H);
     T* dh_rec = state_scratch.get<T>(B * H);
     std::fill(dh_rec, dh_rec + B * H, T(0));
     std::copy(grad + steps * B * H, grad + (steps + 1) * B * H, dc0);  // dc0 holds the running dc
@@ -402,7 +465,7 @@ void lstm_backward(int64_t steps, int64_t B, int64_t H, const T* grad, const T* 
         run_step<LstmBackward>(LstmBackwardArgs<T>{B, H, grad + t * B * H, dh_rec, dc0, cache + t * B * 6 * H, c,
                                                    k ? 6 * H : H, dg});
         run_step<ColumnSum>(ColumnSumArgs<T>{B, G, dg, dbias});
-        gemm<T>(B, H, G, Strided<T>{dg, G, 1}, w, k ? dh_rec : dh0, H, threads, false);
+        gemm<T>(B, H, G, StridedStrip<T>(dg, G, 1), wp, k ? dh_rec : dh0, H, threads, false);
     }
     weight_grad(steps, B, H, 4, dgates, out, h0, reverse, dw);
 }
@@ -411,13 +474,13 @@ template <class T>
 void gru_forward(int64_t steps, int64_t B, int64_t H, const T* gx, const T* bias, const T* h0, Strided<T> w,
                  const T* b_hh, bool reverse, T* out, T* cache) {
     const int64_t G = 3 * H;
-    const T* wt = transposed_weights(w, G, H);
+    const PackedWeights<T> wt(w.p, w.cs, w.rs, H, G);  // W_hh^T (H, G*H)
     T* hw = state_scratch.get<T>(B * G);
     const int threads = gemm_threads(B, G, H);
     const T* h = h0;
     for (int64_t k = 0; k < steps; ++k) {
         const int64_t t = step_at(k, steps, reverse);
-        gemm<T>(B, G, H, Strided<T>{h, H, 1}, Strided<T>{wt, G, 1}, hw, G, threads, false);
+        gemm<T>(B, G, H, StridedStrip<T>(h, H, 1), wt, hw, G, threads, false);
         run_step<GruForward>(GruForwardArgs<T>{B, H, gx + t * B * G, bias, hw, b_hh, h, out + t * B * H,
                                                cache + t * B * 4 * H});
         h = out + t * B * H;
@@ -429,6 +492,7 @@ void gru_backward(int64_t steps, int64_t B, int64_t H, const T* grad, const T* c
                   Strided<T> w, bool reverse, T* dgx, T* dh0, T* dw, T* db_hh, T* dbias) {
     const int64_t G = 3 * H;
     const int threads = gemm_threads(B, H, G);
+    const PackedWeights<T> wp(w.p, w.rs, w.cs, G, H);
     T* dgh = dgh_scratch.get<T>(steps * B * G);  // the gradient of gates_h: for dW_hh and b_hh
     std::fill(dh0, dh0 + B * H, T(0));           // dh0 holds the gradient reaching h' of each step
     std::fill(db_hh, db_hh + G, T(0));
@@ -440,7 +504,7 @@ void gru_backward(int64_t steps, int64_t B, int64_t H, const T* grad, const T* c
                                                  dgx + t * B * G, dgh + t * B * G});
         run_step<ColumnSum>(ColumnSumArgs<T>{B, G, dgx + t * B * G, dbias});
         run_step<ColumnSum>(ColumnSumArgs<T>{B, G, dgh + t * B * G, db_hh});
-        gemm<T>(B, H, G, Strided<T>{dgh + t * B * G, G, 1}, w, dh0, H, threads, true);  // h enters gates_h
+        gemm<T>(B, H, G, StridedStrip<T>(dgh + t * B * G, G, 1), wp, dh0, H, threads, true);  // h enters gates_h
     }
     weight_grad(steps, B, H, 3, dgh, out, h0, reverse, dw);
 }

@@ -86,8 +86,10 @@ def run_both(kind, args, reverse, seed=0):
 
 # ---- values ------------------------------------------------------------------------------------------
 
-# (T, B, H): single step, single row, single unit, H below / at / above the vector widths (4, 8, 16 lanes)
-SHAPES = [(1, 1, 1), (1, 3, 7), (13, 1, 7), (13, 4, 1), (5, 2, 16), (4, 3, 33), (3, 32, 64)]
+# (T, B, H): single step, single row, single unit, H below / at / above the vector widths (4, 8, 16 lanes);
+# inner dims of the step GEMMs (H forward, G*H backward) above the GEMM's K block of 256 (H = 130, 260)
+SHAPES = [(1, 1, 1), (1, 3, 7), (13, 1, 7), (13, 4, 1), (5, 2, 16), (4, 3, 33), (3, 32, 64), (2, 3, 130),
+          (2, 2, 260)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
