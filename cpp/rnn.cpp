@@ -407,7 +407,8 @@ struct PackedWeights final : Operand<T> {
             pack_columns(packed, src, rs, cs, 0, n, 0, k, W);
             width = W;
         });
-        if (W != width || i0 % W) return pack_columns(dst, src, rs, cs, i0, w, p0, kc, W);
+        if (W != width || i0 % W || (w % W && i0 + w != n))  // (a partial panel must end at n: zeros after)
+            return pack_columns(dst, src, rs, cs, i0, w, p0, kc, W);
         for (int64_t q = 0; q * W < w; ++q)
             std::memcpy(dst + q * kc * W, packed + ((i0 / W + q) * k + p0) * W, sizeof(T) * kc * W);
     }
