@@ -341,3 +341,23 @@ def test_numba_scan_is_the_reference_loop_around_its_cells(kind):
             bargs = backward_args(kind, args, out, cache, seed=13)
             results.append((out, cache, *getattr(module, f"{kind}_scan_backward")(*bargs, True)))
         assert_all_close(*results, dtype, f"numba {kind}")
+
+
+@pytest.mark.parametrize("kind", SCANS)
+def test_pooled_outputs_stay_independent(kind):
+    """The large outputs reuse freed blocks (cpp/rnn.cpp's buffer pool): results kept alive are never
+    handed out again, and a reused block is fully overwritten."""
+    first = scan_args(kind, 4, 3, 5, np.float32, seed=14)
+    second = scan_args(kind, 4, 3, 5, np.float32, seed=15)
+    kept = getattr(cpp, f"{kind}_scan_forward")(*first, False)
+    expected = [a.copy() for a in kept]
+    for _ in range(3):  # allocate and free blocks of the same sizes while `kept` is alive
+        out, cache = getattr(cpp, f"{kind}_scan_forward")(*second, False)
+        assert not np.shares_memory(out, kept[0]) and not np.shares_memory(cache, kept[1])
+        del out, cache
+    for got, want in zip(kept, expected):
+        np.testing.assert_array_equal(got, want)
+    del kept
+    again = getattr(cpp, f"{kind}_scan_forward")(*first, False)  # on the blocks just freed
+    for got, want in zip(again, expected):
+        np.testing.assert_array_equal(got, want)
