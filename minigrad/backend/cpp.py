@@ -94,6 +94,7 @@ def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse):
 
 
 def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse):
+    """-> (dgates, dh0, dc0, dw_hh, dbias), from lstm_scan_forward's out and cache."""
     if not _in_cpp(grad, cache, out, h0, c0, w_hh):
         return numpy_ref.lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse)
     return _C.lstm_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), _c(c0), w_hh, reverse)
@@ -107,6 +108,7 @@ def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse):
 
 
 def gru_scan_backward(grad, cache, out, h0, w_hh, reverse):
+    """-> (dgates_x, dh0, dw_hh, db_hh, dbias), from gru_scan_forward's out and cache."""
     if not _in_cpp(grad, cache, out, h0, w_hh):
         return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse)
     return _C.gru_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), w_hh, reverse)
