@@ -72,8 +72,7 @@ constexpr int64_t kBackwardBQ = 16, kBackwardBK = 64;
 // Rows of the operand copies are padded to a multiple of this many elements: whole vectors for every
 // instruction set and dtype (16 floats = one AVX-512 vector; 16 doubles = two).
 constexpr int64_t kPad = 16;
-// Below this many multiply-adds per product (B*H*Tq*Tk*D), one thread does all (as the GEMM's matmul).
-constexpr int64_t kParallelWork = 48 * 48 * 48;
+// (kParallelWork, gemm.h: below this many multiply-adds per product, B*H*Tq*Tk*D, one thread does all.)
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 

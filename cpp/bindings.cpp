@@ -32,4 +32,5 @@ PYBIND11_MODULE(_C, m) {
     minigrad::register_softmax(m);
     minigrad::register_conv(m);
     minigrad::register_attention(m);
+    minigrad::register_rnn(m);
 }

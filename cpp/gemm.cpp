@@ -442,9 +442,6 @@ template void gemm<double>(int64_t, int64_t, int64_t, Strided<double>, Strided<d
 
 namespace {
 
-// Below this many multiply-adds a GEMM runs on one thread: waking a second costs more than it saves
-// (measured here: one and two threads break even around n = 48, 2.5 us).
-constexpr int64_t kParallelWork = 48 * 48 * 48;
 
 // ---- Python entry point ----------------------------------------------------------------------------
 

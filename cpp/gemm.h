@@ -59,6 +59,10 @@ void gemm(int64_t m, int64_t n, int64_t k, Strided<T> A, Strided<T> B, T* c, int
 // changes it): kernels built around the GEMM (conv.cpp) follow the same instruction-set choice.
 const char* gemm_kernel_name();
 
+// Below this many multiply-adds a GEMM is best run on one thread: waking a second costs more than it
+// saves (measured here: one and two threads break even around n = 48, 2.5 us).
+constexpr int64_t kParallelWork = 48 * 48 * 48;
+
 // Per-thread scratch memory, kept between calls (a fresh multi-MiB allocation per call would
 // page-fault on every use), 64-byte aligned. Each user keeps its own thread_local instances.
 struct Scratch {

@@ -20,5 +20,6 @@ void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul
 void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_softmax, forward and backward
 void register_conv(pybind11::module_& m);     // conv.cpp: conv2d forward and backward
 void register_attention(pybind11::module_& m);  // attention.cpp: scaled dot-product attention, fwd and bwd
+void register_rnn(pybind11::module_& m);      // rnn.cpp: LSTM / GRU layers over a sequence, forward and backward
 
 }  // namespace minigrad

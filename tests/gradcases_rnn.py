@@ -1,5 +1,5 @@
 """Gradient-check rows for the fused recurrent ops: the cells LSTMCellFn, GRUCellFn and the sequence scans
-LSTMScan, GRUScan, both directions (collected by tests/test_gradcheck.py; the LSTM / GRU layers and cells
+LSTMScan, GRUScan, both directions, with and without the bias they add to gates_x (collected by tests/test_gradcheck.py; the LSTM / GRU layers and cells
 that use them have rows in gradcases_layers.py).
 
 The gate pre-activations span [-3, 3], across the bend of sigmoid and tanh; some rows leave one input
@@ -60,3 +60,18 @@ def _(draw):
     T, B, H = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
     return (draw_leaf(draw, (T, B, 3 * H)), draw_leaf(draw, (B, H)), draw_leaf(draw, (3 * H, H)),
             draw_leaf(draw, (3 * H,)), draw(st.booleans()))
+
+
+@case("lstm_scan_bias", lambda gx, h0, c0, w_hh, b, reverse: LSTMScan.apply(gx, h0, c0, w_hh, b, reverse=reverse))
+def _(draw):  # the bias the scan adds to gates_x at every step
+    T, B, H = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    return (draw_leaf(draw, (T, B, 4 * H)), draw_leaf(draw, (B, H)), draw_leaf(draw, (B, H)),
+            draw_leaf(draw, (4 * H, H)), draw_leaf(draw, (4 * H,)), draw(st.booleans()))
+
+
+@case("gru_scan_bias", lambda gx, h0, w_hh, b_hh, b_ih, reverse: GRUScan.apply(gx, h0, w_hh, b_hh, b_ih,
+                                                                                reverse=reverse))
+def _(draw):  # b_ih, added to gates_x by the scan, next to b_hh inside the recurrence
+    T, B, H = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    return (draw_leaf(draw, (T, B, 3 * H)), draw_leaf(draw, (B, H)), draw_leaf(draw, (3 * H, H)),
+            draw_leaf(draw, (3 * H,)), draw_leaf(draw, (3 * H,)), draw(st.booleans()))

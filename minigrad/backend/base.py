@@ -136,6 +136,19 @@ PRIMITIVES = {
                         "order r, z, n; r, z = sigmoid(gates_x + gates_h), n = tanh(gates_x_n + r * gates_h_n), "
                         "h' = (1 - z) n + z h; cache holds r, z, n and gates_h_n",
     "gru_cell_backward": "gru_cell_backward(dh' (B,H), cache, h) -> (dgates_x (B,3H), dgates_h (B,3H), dh (B,H))",
+    # ---- recurrent layers: one layer, one direction, over a whole sequence (T steps, run T-1 .. 0 if reverse) ----
+    "lstm_scan_forward": "lstm_scan_forward(gates_x (T,B,4H), bias (4H,) or None, h0 (B,H), c0 (B,H), w_hh (4H,H), "
+                         "reverse) -> (out (T+1,B,H), cache (T,B,6H)): per step t the LSTM cell on gates_x[t] + bias "
+                         "and h W_hh^T, h and c the state the previous step run left (h0, c0 first); out[t] = h_t, "
+                         "out[T] = the last c; cache[t] = i, f, g, o, tanh(c_t), c_t",
+    "lstm_scan_backward": "lstm_scan_backward(grad (T+1,B,H), cache, out, h0, c0, w_hh, reverse) -> (dgates (T,B,4H), "
+                          "dh0 (B,H), dc0 (B,H), dw_hh (4H,H), dbias (4H,)): dgates is the gradient of gates_x, "
+                          "dbias = dgates summed over T and B (the gradient of bias, when one was given)",
+    "gru_scan_forward": "gru_scan_forward(gates_x (T,B,3H), bias (3H,) or None, h0 (B,H), w_hh (3H,H), b_hh (3H,), "
+                        "reverse) -> (out (T,B,H), cache (T,B,4H)): per step t the GRU cell on gates_x[t] + bias and "
+                        "h W_hh^T + b_hh; out[t] = h_t; cache[t] = the cell's cache",
+    "gru_scan_backward": "gru_scan_backward(grad (T,B,H), cache, out, h0, w_hh, reverse) -> (dgates_x (T,B,3H), "
+                         "dh0 (B,H), dw_hh (3H,H), db_hh (3H,), dbias (3H,)): dbias = dgates_x summed over T and B",
 }
 
 

@@ -14,6 +14,10 @@ C-contiguous arrays; another axis is moved last with a copy (see `_along_rows`).
 
 attention_forward / attention_backward: flash-style kernels (cpp/attention.cpp) on strided q, k, v;
 same threads.
+
+
+lstm_scan / gru_scan, forward and backward: the whole time loop of a recurrent layer (cpp/rnn.cpp), on
+C-contiguous arrays (others are copied first) except w_hh, read with its strides. Same threads.
 """
 from __future__ import annotations
 
@@ -131,3 +135,44 @@ def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
         return numpy_ref.attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale)
     bias = None if bias is None else np.asarray(bias, q.dtype)
     return _C.attention_backward(dout, q, k, v, out, lse, bias, bool(is_causal), float(scale))
+
+
+# ---- LSTM / GRU layers over a sequence (cpp/rnn.cpp) ------------------------------------------------------
+
+
+def _in_cpp(*arrays):
+    """Whether the scan kernels take these arrays (None for an absent bias): all float32 or all float64."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    return len(dtypes) == 1 and dtypes <= set(_SOFTMAX_DTYPES)
+
+
+def _c(a):
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse):
+    """An LSTM layer in one direction (see base.PRIMITIVES): float32/float64 in C++."""
+    if not _in_cpp(gates_x, bias, h0, c0, w_hh):
+        return numpy_ref.lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse)
+    return _C.lstm_scan_forward(_c(gates_x), _c(bias), _c(h0), _c(c0), w_hh, reverse)
+
+
+def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse):
+    """-> (dgates, dh0, dc0, dw_hh, dbias), from lstm_scan_forward's out and cache."""
+    if not _in_cpp(grad, cache, out, h0, c0, w_hh):
+        return numpy_ref.lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse)
+    return _C.lstm_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), _c(c0), w_hh, reverse)
+
+
+def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse):
+    """A GRU layer in one direction (see base.PRIMITIVES): float32/float64 in C++."""
+    if not _in_cpp(gates_x, bias, h0, w_hh, b_hh):
+        return numpy_ref.gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse)
+    return _C.gru_scan_forward(_c(gates_x), _c(bias), _c(h0), w_hh, _c(b_hh), reverse)
+
+
+def gru_scan_backward(grad, cache, out, h0, w_hh, reverse):
+    """-> (dgates_x, dh0, dw_hh, db_hh, dbias), from gru_scan_forward's out and cache."""
+    if not _in_cpp(grad, cache, out, h0, w_hh):
+        return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse)
+    return _C.gru_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), w_hh, reverse)

@@ -21,7 +21,7 @@ operands, allocate outputs and call them):
     numba_attention.py    scaled dot-product attention, flash-style
     numba_gemm.py         the tile product c = a b^T that attention and conv2d's weight gradient share
     numba_conv.py         conv2d (im2col / col2im around the GEMM primitive), max / avg pooling
-    numba_rnn.py          the fused gate math of one LSTM / GRU step
+    numba_rnn.py          the fused gate math of one LSTM / GRU step, and the sequence scans around it
 
 Compilation is lazy (a kernel compiles on its first call, for the dtypes it is called with) and cached
 on disk (`cache=True`, in __pycache__ next to the sources), so importing this module costs only the
@@ -47,5 +47,6 @@ from minigrad.backend.numba_reduce import (  # noqa: F401
     softmax_forward, sum,
 )
 from minigrad.backend.numba_rnn import (  # noqa: F401
-    gru_cell_backward, gru_cell_forward, lstm_cell_backward, lstm_cell_forward,
+    gru_cell_backward, gru_cell_forward, gru_scan_backward, gru_scan_forward, lstm_cell_backward, lstm_cell_forward,
+    lstm_scan_backward, lstm_scan_forward,
 )

@@ -7,12 +7,17 @@ per (row b, unit j) the kernel reads the four gate pre-activations, applies the 
 vectorizable float32 exp / tanh of numba_math), and writes h', c' and the activated gates that
 backward needs. The recurrent matmuls (h W_hh^T) stay on the GEMM primitive.
 
+The sequence scans (lstm_scan_*, gru_scan_*: what nn.LSTM / nn.GRU run) are numpy_ref's step loop
+around these cells; the C++ extension, where built, runs the whole loop in compiled code instead.
+
 The gate blocks are addressed as views (B, G, H) of the (B, G*H) arrays, so that the unit index j is
 the only index that varies in the inner loop (an offset such as `H + j` would cost a wraparound
 check per element and keep LLVM from vectorizing). Work is split over the batch rows; calls smaller
 than numba_common.PARALLEL_MIN elements (a batch of 32 with H = 128) run on one thread.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numba import njit, prange
@@ -135,3 +140,9 @@ def gru_cell_backward(dh_new, cache, h):
     dgx, dgh, dh = np.empty((nb, 3, hs), h.dtype), np.empty((nb, 3, hs), h.dtype), np.empty((nb, hs), h.dtype)
     launch(_gru_backward, 3 * nb * hs, dgx, dgh, dh, kernel_array(dh_new), _gates(cache, 4), kernel_array(h))
     return dgx.reshape(nb, 3 * hs), dgh.reshape(nb, 3 * hs), dh
+
+
+lstm_scan_forward = functools.partial(numpy_ref.lstm_scan_forward, cell_forward=lstm_cell_forward)
+lstm_scan_backward = functools.partial(numpy_ref.lstm_scan_backward, cell_backward=lstm_cell_backward)
+gru_scan_forward = functools.partial(numpy_ref.gru_scan_forward, cell_forward=gru_cell_forward)
+gru_scan_backward = functools.partial(numpy_ref.gru_scan_backward, cell_backward=gru_cell_backward)

@@ -721,3 +721,80 @@ def gru_cell_backward(dh_new, cache, h):
     dr = dn * h_n * r * (1 - r)
     dz = dh_new * (h - n) * z * (1 - z)
     return np.concatenate([dr, dz, dn], axis=1), np.concatenate([dr, dz, dn * r], axis=1), dh_new * z
+
+
+# ---- recurrent layers over a sequence (one layer, one direction): the step loop around the cells above ------
+# Step t runs in the order t = 0 .. T-1, or T-1 .. 0 with `reverse`; arrays are indexed by t either way.
+# The LSTM cache holds, per step, the cell's cache (i, f, g, o, tanh(c')) and c' (T, B, 6H); the GRU cache
+# is the cell's (T, B, 4H). Backward sums dW_hh over all steps in one matmul and returns the bias
+# gradients (column sums of the gate gradients), so the bias add of the input projection can live here.
+# The cell functions are parameters (defaulting to the ones above) so that numba_rnn runs this same loop
+# around its fused cells.
+
+
+def _scan_order(steps, reverse):
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+def _entering(h0, hs, order):
+    """(T, B, H): at row t the h that entered step t (h0 for the first step run, else the h' before)."""
+    order = list(order)
+    entering = np.empty((len(order),) + h0.shape, h0.dtype)
+    for k, t in enumerate(order):
+        entering[t] = h0 if k == 0 else hs[order[k - 1]]
+    return entering
+
+
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward):
+    steps, (batch, hidden) = gates_x.shape[0], h0.shape
+    out, cache = np.empty((steps + 1, batch, hidden), h0.dtype), np.empty((steps, batch, 6 * hidden), h0.dtype)
+    h, c = h0, c0
+    for t in _scan_order(steps, reverse):
+        gx = gates_x[t] if bias is None else gates_x[t] + bias
+        (h, c), cache[t, :, :5 * hidden] = cell_forward(gx, h @ w_hh.T, c)
+        out[t], cache[t, :, 5 * hidden:] = h, c
+    out[steps] = c
+    return out, cache
+
+
+def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward):
+    steps, hidden = cache.shape[0], h0.shape[1]
+    order = list(_scan_order(steps, reverse))
+    dgates = np.empty((steps, h0.shape[0], 4 * hidden), h0.dtype)
+    dh, dc = np.zeros_like(h0), grad[steps]
+    for k in reversed(range(steps)):
+        t = order[k]
+        c = c0 if k == 0 else cache[order[k - 1], :, 5 * hidden:]
+        dgates[t], dc = cell_backward(grad[t] + dh, dc, cache[t, :, :5 * hidden], c)
+        dh = dgates[t] @ w_hh  # the gradient reaching the h that entered the step
+    dw_hh = _rows(dgates).T @ _rows(_entering(h0, out, order))
+    return dgates, dh, dc, dw_hh, _rows(dgates).sum(0)
+
+
+def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward):
+    steps, (batch, hidden) = gates_x.shape[0], h0.shape
+    out, cache = np.empty((steps, batch, hidden), h0.dtype), np.empty((steps, batch, 4 * hidden), h0.dtype)
+    h = h0
+    for t in _scan_order(steps, reverse):
+        gx = gates_x[t] if bias is None else gates_x[t] + bias
+        h, cache[t] = cell_forward(gx, h @ w_hh.T + b_hh, h)
+        out[t] = h
+    return out, cache
+
+
+def gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward):
+    steps, hidden = cache.shape[0], h0.shape[1]
+    order = list(_scan_order(steps, reverse))
+    dgates_x, dgates_h = (np.empty((steps, h0.shape[0], 3 * hidden), h0.dtype) for _ in range(2))
+    dh = np.zeros_like(h0)
+    for k in reversed(range(steps)):
+        t = order[k]
+        h = h0 if k == 0 else out[order[k - 1]]
+        dgates_x[t], dgates_h[t], dh_direct = cell_backward(grad[t] + dh, cache[t], h)
+        dh = dh_direct + dgates_h[t] @ w_hh  # h enters h' directly and through gates_h
+    dw_hh = _rows(dgates_h).T @ _rows(_entering(h0, out, order))
+    return dgates_x, dh, dw_hh, _rows(dgates_h).sum(0), _rows(dgates_x).sum(0)

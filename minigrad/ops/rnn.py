@@ -6,11 +6,12 @@ inputs are the step's two gate projections, gates_x = x W_ih^T + b_ih and gates_
 (matmuls of their own), and the state.
 
 The scans (LSTMScan, GRUScan: what nn.LSTM / nn.GRU run, one per layer and direction) are one node per
-sequence: forward loops over the time steps calling the `matmul` primitive (h W_hh^T) and the cell
-primitive, backward loops back calling the cell's backward primitive and `matmul` (dh = dgates W_hh).
-So a step costs two kernel calls each way instead of a dozen autograd nodes, and the recurrent weight
-gradient is one matmul over all steps, dW_hh = dgates^T h (T*B rows), instead of T small ones summed.
-The input projection x W_ih^T of all steps stays outside, one matmul (and its gradient one more).
+sequence and one primitive call each way (`lstm_scan_forward` / `_backward`, `gru_scan_*`): the time
+loop itself runs inside the backend (in C++ on the CPU: per step the recurrent GEMM h W_hh^T and the fused
+cell math, no Python in between). Backward also returns the recurrent weight gradient, one product
+over all steps, dW_hh = dgates^T h (T*B rows), and the bias gradients (sums of the gate gradients).
+The input projection x W_ih^T of all steps stays outside, one matmul (and its gradient one more); its
+bias is added inside the scan, at no extra pass, instead of in a broadcast add over (T, B, G*H).
 
 A Function has one output, so results are stacked: the LSTM cell returns (2, B, H) = [h', c'], the LSTM
 scan (T + 1, B, H) = [h_1 .. h_T, c_T], the GRU scan (T, B, H) (its final state is its last h).
@@ -51,97 +52,37 @@ class GRUCellFn(Function):
 
 
 class LSTMScan(Function):
-    """An LSTM layer in one direction: gates_x (T, B, 4H) (x W_ih^T + b_ih + b_hh for every step), h0, c0
-    (B, H), w_hh (4H, H) -> (T + 1, B, H): h_t for t < T (step t's output), then the final c. `reverse`
-    runs the steps from T - 1 down to 0 (the backward direction); the final h is out[T - 1], or out[0]."""
+    """An LSTM layer in one direction: gates_x (T, B, 4H) (x W_ih^T for every step), h0, c0 (B, H), w_hh
+    (4H, H), optionally a bias (4H,) added to gates_x at every step (the layer passes b_ih + b_hh) ->
+    (T + 1, B, H): h_t for t < T (step t's output), then the final c. `reverse` runs the steps from T - 1
+    down to 0 (the backward direction); the final h is out[T - 1], or out[0]."""
 
-    def forward(self, gates_x, h0, c0, w_hh, reverse):
-        bk = self.backend
-        steps = gates_x.shape[0]
-        w_t = bk.contiguous(bk.transpose(w_hh, (1, 0)))  # copied once: h @ w_t runs 1.4x faster than on a view
-        out = bk.empty((steps + 1,) + h0.shape, h0.dtype)
-        hcs, caches = [], []  # per step, in the order run: [h', c'] (2, B, H) and the cell's cache
-        h, c = h0, c0
-        for t in _order(steps, reverse):
-            hc, cache = bk.lstm_cell_forward(bk.getitem(gates_x, t), bk.matmul(h, w_t), c)
-            h, c = bk.getitem(hc, 0), bk.getitem(hc, 1)
-            bk.setitem_(out, t, h)
-            hcs.append(hc)
-            caches.append(cache)
-        bk.setitem_(out, steps, c)
-        self.save_for_backward(w_hh, h0, c0, *hcs, *caches)
+    def forward(self, gates_x, h0, c0, w_hh, *bias, reverse):
+        out, cache = self.backend.lstm_scan_forward(gates_x, bias[0] if bias else None, h0, c0, w_hh, reverse)
+        self.save_for_backward(cache, out, h0, c0, w_hh)
         self.reverse = reverse
         return out
 
     def backward(self, grad):
-        bk = self.backend
-        w_hh, h0, c0, *saved = self.saved_arrays
-        steps = len(saved) // 2
-        hcs, caches, order = saved[:steps], saved[steps:], _order(steps, self.reverse)
-        dgates = bk.empty((steps,) + caches[0].shape[:1] + w_hh.shape[:1], w_hh.dtype)  # (T, B, 4H)
-        dh, dc = bk.zeros(h0.shape, h0.dtype), bk.getitem(grad, steps)
-        for k in reversed(range(steps)):  # the k-th step run is step t = order[k]
-            c_in = c0 if k == 0 else bk.getitem(hcs[k - 1], 1)
-            dg, dc = bk.lstm_cell_backward(bk.add(bk.getitem(grad, order[k]), dh), dc, caches[k], c_in)
-            bk.setitem_(dgates, order[k], dg)
-            dh = bk.matmul(dg, w_hh)  # the gradient reaching the h that entered the step
-        h_in = _entering(bk, h0, [bk.getitem(hc, 0) for hc in hcs], order)
-        return dgates, dh, dc, _weight_grad(bk, dgates, h_in)
+        cache, out, h0, c0, w_hh = self.saved_arrays
+        dgates, dh0, dc0, dw_hh, dbias = self.backend.lstm_scan_backward(grad, cache, out, h0, c0, w_hh,
+                                                                         self.reverse)
+        return (dgates, dh0, dc0, dw_hh) + ((dbias,) if len(self.needs_input_grad) == 5 else ())
 
 
 class GRUScan(Function):
-    """A GRU layer in one direction: gates_x (T, B, 3H) (x W_ih^T + b_ih for every step), h0 (B, H), w_hh
-    (3H, H), b_hh (3H,) -> (T, B, H): h_t for each step t (`reverse`: as in LSTMScan)."""
+    """A GRU layer in one direction: gates_x (T, B, 3H) (x W_ih^T for every step), h0 (B, H), w_hh
+    (3H, H), b_hh (3H,), optionally b_ih (3H,) added to gates_x at every step -> (T, B, H): h_t for each
+    step t (`reverse`: as in LSTMScan)."""
 
-    def forward(self, gates_x, h0, w_hh, b_hh, reverse):
-        bk = self.backend
-        steps = gates_x.shape[0]
-        w_t = bk.contiguous(bk.transpose(w_hh, (1, 0)))
-        out = bk.empty((steps,) + h0.shape, h0.dtype)
-        hs, caches = [], []
-        h = h0
-        for t in _order(steps, reverse):
-            h, cache = bk.gru_cell_forward(bk.getitem(gates_x, t), bk.add(bk.matmul(h, w_t), b_hh), h)
-            bk.setitem_(out, t, h)
-            hs.append(h)
-            caches.append(cache)
-        self.save_for_backward(w_hh, h0, *hs, *caches)
+    def forward(self, gates_x, h0, w_hh, b_hh, *b_ih, reverse):
+        out, cache = self.backend.gru_scan_forward(gates_x, b_ih[0] if b_ih else None, h0, w_hh, b_hh, reverse)
+        self.save_for_backward(cache, out, h0, w_hh)
         self.reverse = reverse
         return out
 
     def backward(self, grad):
-        bk = self.backend
-        w_hh, h0, *saved = self.saved_arrays
-        steps = len(saved) // 2
-        hs, caches, order = saved[:steps], saved[steps:], _order(steps, self.reverse)
-        shape = (steps,) + caches[0].shape[:1] + w_hh.shape[:1]  # (T, B, 3H)
-        dgates_x, dgates_h = bk.empty(shape, w_hh.dtype), bk.empty(shape, w_hh.dtype)
-        dh = bk.zeros(h0.shape, h0.dtype)
-        for k in reversed(range(steps)):
-            h_in = h0 if k == 0 else hs[k - 1]
-            dgx, dgh, dh_direct = bk.gru_cell_backward(bk.add(bk.getitem(grad, order[k]), dh), caches[k], h_in)
-            bk.setitem_(dgates_x, order[k], dgx)
-            bk.setitem_(dgates_h, order[k], dgh)
-            dh = bk.add(dh_direct, bk.matmul(dgh, w_hh))  # h enters h' directly and through gates_h
-        dw_hh = _weight_grad(bk, dgates_h, _entering(bk, h0, hs, order))
-        db_hh = bk.sum(bk.reshape(dgates_h, (-1, shape[2])), 0, False)
-        return dgates_x, dh, dw_hh, db_hh
-
-
-def _order(steps: int, reverse: bool) -> list[int]:
-    """The time steps in the order a scan runs them."""
-    return list(range(steps - 1, -1, -1) if reverse else range(steps))
-
-
-def _entering(bk, h0, hs, order):
-    """(T, B, H): at row t, the h that entered step t (h0 for the first step run, else the previous h')."""
-    entering = [None] * len(order)
-    for k, t in enumerate(order):
-        entering[t] = h0 if k == 0 else hs[k - 1]
-    return bk.concatenate([bk.reshape(h, (1,) + h.shape) for h in entering], 0)
-
-
-def _weight_grad(bk, dgates, h_in):
-    """dW_hh (G*H, H) = sum over steps and rows of dgates^T h: one matmul over the T * B rows."""
-    rows = dgates.shape[0] * dgates.shape[1]
-    return bk.matmul(bk.transpose(bk.reshape(dgates, (rows, -1)), (1, 0)), bk.reshape(h_in, (rows, -1)))
+        cache, out, h0, w_hh = self.saved_arrays
+        dgates_x, dh0, dw_hh, db_hh, db_ih = self.backend.gru_scan_backward(grad, cache, out, h0, w_hh,
+                                                                            self.reverse)
+        return (dgates_x, dh0, dw_hh, db_hh) + ((db_ih,) if len(self.needs_input_grad) == 5 else ())

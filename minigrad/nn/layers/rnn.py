@@ -65,18 +65,21 @@ def _gru_step(gi, state, w_hh, b_hh):
 
 
 def _lstm_scan(x, state, w_ih, w_hh, b_ih, b_hh, reverse):
-    """LSTMScan; both biases go into the input projection (the gates only ever see their sum)."""
+    """LSTMScan; both biases go into the input projection (the gates only ever see their sum), which the
+    scan adds step by step (no separate pass over the (T, B, 4H) projection)."""
     steps = x.shape[0]
-    gi = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
-    out = LSTMScan.apply(gi, *state, w_hh, reverse=reverse)  # (T + 1, B, H): the h's, then the last c
+    bias = () if b_ih is None else (b_ih + b_hh,)
+    out = LSTMScan.apply(F.linear(x, w_ih), *state, w_hh, *bias, reverse=reverse)  # (T + 1, B, H): h's, last c
     return out[:steps], (out[0 if reverse else steps - 1], out[steps])
 
 
 def _gru_scan(x, state, w_ih, w_hh, b_ih, b_hh, reverse):
-    """GRUScan; b_hh stays in the recurrent part (the reset gate scales it)."""
+    """GRUScan; b_ih is added by the scan to the input projection, b_hh stays in the recurrent part (the
+    reset gate scales it)."""
     if b_hh is None:
         b_hh = creation.zeros(w_hh.shape[0], dtype=w_hh.dtype, device=w_hh.device)
-    out = GRUScan.apply(F.linear(x, w_ih, b_ih), state[0], w_hh, b_hh, reverse=reverse)  # (T, B, H)
+    b_ih = () if b_ih is None else (b_ih,)
+    out = GRUScan.apply(F.linear(x, w_ih), state[0], w_hh, b_hh, *b_ih, reverse=reverse)  # (T, B, H)
     return out, (out[0 if reverse else x.shape[0] - 1],)
 
 
