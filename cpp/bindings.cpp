@@ -7,6 +7,10 @@
 
 #include <atomic>
 #include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <pybind11/stl.h>
 
 #include "minigrad.h"
 
@@ -18,6 +22,27 @@ static std::atomic<int> g_num_threads{omp_get_max_threads()};  // OMP_NUM_THREAD
 
 int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 
+// The versions of the SIMD row kernels (simd.h), best first; g_isa indexes the one in use: the best this
+// CPU runs, unless a test or a benchmark picks another with set_simd_kernel.
+static const char* const kIsaNames[] = {"avx512", "avx2", "portable"};
+constexpr int kIsaCount = 3;
+
+static bool isa_supported(int isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    if (isa == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == kIsaCount - 1;
+}
+
+static std::atomic<int> g_isa{[] {
+    int isa = 0;
+    while (!isa_supported(isa)) ++isa;
+    return isa;
+}()};
+
+int simd_isa() { return g_isa.load(std::memory_order_relaxed); }
+
 }  // namespace minigrad
 
 PYBIND11_MODULE(_C, m) {
@@ -28,6 +53,19 @@ PYBIND11_MODULE(_C, m) {
         omp_set_num_threads(n);  // also for OpenMP regions of other libraries run from this thread
     }, py::arg("n"), "Threads of every OpenMP kernel in this module.");
     m.def("get_num_threads", &minigrad::num_threads, "Threads of every OpenMP kernel in this module.");
+    m.def("simd_kernels", [] {
+        std::vector<std::string> names;
+        for (int isa = 0; isa < minigrad::kIsaCount; ++isa)
+            if (minigrad::isa_supported(isa)) names.push_back(minigrad::kIsaNames[isa]);
+        return names;
+    }, "Versions of the SIMD row kernels (softmax, attention, LSTM / GRU steps) this CPU runs, best first.");
+    m.def("simd_kernel", [] { return std::string(minigrad::kIsaNames[minigrad::simd_isa()]); },
+          "The version of the SIMD row kernels in use.");
+    m.def("set_simd_kernel", [](const std::string& name) {
+        for (int isa = 0; isa < minigrad::kIsaCount; ++isa)
+            if (name == minigrad::kIsaNames[isa] && minigrad::isa_supported(isa)) return minigrad::g_isa.store(isa);
+        throw std::invalid_argument("set_simd_kernel: '" + name + "' is not one of simd_kernels()");
+    }, py::arg("name"), "Use another version of the SIMD row kernels (for tests and benchmarks).");
     minigrad::register_gemm(m);
     minigrad::register_softmax(m);
     minigrad::register_conv(m);

@@ -12,8 +12,8 @@ namespace minigrad {
 // One global instead of omp_set_num_threads, whose setting only reaches the calling thread.
 int num_threads();
 
-// The instruction set of the SIMD kernels written on simd.h (softmax.cpp, attention.cpp): 0 AVX-512,
-// 1 AVX2+FMA, 2 portable; the best this CPU runs, unless set_softmax_kernel picked another.
+// The instruction set of the SIMD kernels written on simd.h (softmax, attention, rnn): 0 AVX-512,
+// 1 AVX2+FMA, 2 portable; the best this CPU runs, unless set_simd_kernel picked another (bindings.cpp).
 int simd_isa();
 
 void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul

@@ -307,27 +307,10 @@ MG_STEP(step_avx2, __attribute__((target("avx2,fma"))), 32)
 MG_STEP(step_portable, , 16)
 #undef MG_STEP
 
-const char* const kIsaNames[] = {"avx512", "avx2", "portable"};
-constexpr int kIsaCount = 3;
-
-bool isa_supported(int isa) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-    if (isa == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return isa == kIsaCount - 1;
-}
-
-std::atomic<int> g_isa{[] {
-    int isa = 0;
-    while (!isa_supported(isa)) ++isa;
-    return isa;
-}()};
-
-// K::run for arguments A (a struct template of T), in the version of the instruction set in use.
+// K::run for arguments A (a struct template of T), in the version of the instruction set in use (simd_isa()).
 template <class K, template <class> class Args, class T>
 void run_step(const Args<T>& args) {
-    switch (g_isa.load(std::memory_order_relaxed)) {
+    switch (simd_isa()) {
 #if defined(__x86_64__) || defined(__i386__)
         case 0: return step_avx512<K, T>(args);
         case 1: return step_avx2<K, T>(args);
@@ -763,19 +746,6 @@ void register_rnn(py::module_& m) {
           "out = sigmoid(x) elementwise with the scan kernels' vector sigmoid (C-contiguous, one thread).");
     m.def("rnn_tanh", &activation<true>, py::arg("out").noconvert(), py::arg("x").noconvert(),
           "out = tanh(x) elementwise with the scan kernels' vector tanh (C-contiguous, one thread).");
-    m.def("rnn_kernels", [] {
-        py::list names;
-        for (int isa = 0; isa < kIsaCount; ++isa)
-            if (isa_supported(isa)) names.append(kIsaNames[isa]);
-        return names;
-    }, "Versions of the LSTM / GRU step kernels this CPU can run, best first (avx512, avx2, portable).");
-    m.def("rnn_kernel", [] { return std::string(kIsaNames[g_isa.load()]); },
-          "The version of the LSTM / GRU step kernels in use.");
-    m.def("set_rnn_kernel", [](const std::string& name) {
-        for (int isa = 0; isa < kIsaCount; ++isa)
-            if (name == kIsaNames[isa] && isa_supported(isa)) return g_isa.store(isa);
-        throw py::value_error("set_rnn_kernel: '" + name + "' is not one of rnn_kernels()");
-    }, py::arg("name"), "Use another version of the step kernels (for tests and benchmarks).");
 }
 
 }  // namespace minigrad

@@ -156,34 +156,10 @@ MG_ROWS(rows_avx2, __attribute__((target("avx2,fma"))), 32)
 MG_ROWS(rows_portable, , 16)  // the baseline: SSE2 on x86-64, NEON on arm64
 #undef MG_ROWS
 
-// The versions, best first; g_isa indexes the one in use (the best this CPU runs, unless a test or a
-// benchmark picks another with set_softmax_kernel).
-const char* const kIsaNames[] = {"avx512", "avx2", "portable"};
-constexpr int kIsaCount = 3;
-
-bool isa_supported(int isa) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-    if (isa == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return isa == kIsaCount - 1;
-}
-
-std::atomic<int> g_isa{[] {
-    int isa = 0;
-    while (!isa_supported(isa)) ++isa;
-    return isa;
-}()};
-
-}  // namespace
-
-int simd_isa() { return g_isa.load(std::memory_order_relaxed); }
-
-namespace {
-
+// The version in use: simd_isa() (minigrad.h), the best this CPU runs unless set_simd_kernel chose another.
 template <class K, class T>
 RowsFn<T> rows_fn() {
-    switch (g_isa.load(std::memory_order_relaxed)) {
+    switch (simd_isa()) {
 #if defined(__x86_64__) || defined(__i386__)
         case 0: return &rows_avx512<K, T>;
         case 1: return &rows_avx2<K, T>;
@@ -283,19 +259,6 @@ void register_softmax(py::module_& m) {
     m.def("vexp", [](py::array out, py::array x) { launch<Exp>("vexp", out, x, nullptr, true); },
           py::arg("out").noconvert(), py::arg("x").noconvert(),
           "out = exp(x) elementwise, the softmax kernels' vector exp (any shape, C-contiguous; one thread).");
-    m.def("softmax_kernels", [] {
-        py::list names;
-        for (int isa = 0; isa < kIsaCount; ++isa)
-            if (isa_supported(isa)) names.append(kIsaNames[isa]);
-        return names;
-    }, "Versions of the softmax kernels this CPU can run, best first (avx512, avx2, portable).");
-    m.def("softmax_kernel", [] { return std::string(kIsaNames[g_isa.load()]); },
-          "The version of the softmax kernels in use.");
-    m.def("set_softmax_kernel", [](const std::string& name) {
-        for (int isa = 0; isa < kIsaCount; ++isa)
-            if (name == kIsaNames[isa] && isa_supported(isa)) return g_isa.store(isa);
-        throw py::value_error("set_softmax_kernel: '" + name + "' is not one of softmax_kernels()");
-    }, py::arg("name"), "Use another version of the softmax kernels, and of the attention kernels (for tests and benchmarks).");
 }
 
 }  // namespace minigrad

@@ -32,13 +32,13 @@ ATOL = {np.float32: 1e-5, np.float64: 1e-10}
 PRIMITIVES = ["softmax_forward", "log_softmax_forward", "softmax_backward", "log_softmax_backward"]
 
 
-@pytest.fixture(params=_C.softmax_kernels())
+@pytest.fixture(params=_C.simd_kernels())
 def kernel(request):
     """Run the test with each version of the kernels this CPU supports."""
-    before = _C.softmax_kernel()
-    _C.set_softmax_kernel(request.param)
+    before = _C.simd_kernel()
+    _C.set_simd_kernel(request.param)
     yield request.param
-    _C.set_softmax_kernel(before)
+    _C.set_simd_kernel(before)
 
 
 def uniform(shape, dtype, seed, scale=1.0):

@@ -31,13 +31,13 @@ SCANS = ["lstm", "gru"]
 GATES = {"lstm": 4, "gru": 3}
 
 
-@pytest.fixture(params=_C.rnn_kernels())
+@pytest.fixture(params=_C.simd_kernels())
 def kernel(request):
     """Run the test with each version of the step kernels this CPU supports."""
-    before = _C.rnn_kernel()
-    _C.set_rnn_kernel(request.param)
+    before = _C.simd_kernel()
+    _C.set_simd_kernel(request.param)
     yield request.param
-    _C.set_rnn_kernel(before)
+    _C.set_simd_kernel(before)
 
 
 def scan_args(kind, T, B, H, dtype, seed, bias=True, scale=1.0):
