@@ -31,4 +31,5 @@ PYBIND11_MODULE(_C, m) {
     minigrad::register_gemm(m);
     minigrad::register_softmax(m);
     minigrad::register_conv(m);
+    minigrad::register_optim(m);
 }

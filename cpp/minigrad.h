@@ -12,8 +12,13 @@ namespace minigrad {
 // One global instead of omp_set_num_threads, whose setting only reaches the calling thread.
 int num_threads();
 
+// The instruction set of the SIMD kernels written on simd.h (softmax.cpp, optim.cpp): 0 AVX-512,
+// 1 AVX2+FMA, 2 portable; the best this CPU runs, unless set_softmax_kernel picked another.
+int simd_isa();
+
 void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul
 void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_softmax, forward and backward
 void register_conv(pybind11::module_& m);     // conv.cpp: conv2d forward and backward
+void register_optim(pybind11::module_& m);    // optim.cpp: multi-tensor SGD and Adam / AdamW steps
 
 }  // namespace minigrad

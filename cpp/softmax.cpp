@@ -175,6 +175,12 @@ std::atomic<int> g_isa{[] {
     return isa;
 }()};
 
+}  // namespace
+
+int simd_isa() { return g_isa.load(std::memory_order_relaxed); }
+
+namespace {
+
 template <class K, class T>
 RowsFn<T> rows_fn() {
     switch (g_isa.load(std::memory_order_relaxed)) {

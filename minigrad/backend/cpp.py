@@ -11,6 +11,10 @@ GIL released, on `minigrad.get_num_threads()` threads.
 
 softmax / log_softmax, forward and backward: the kernels (cpp/softmax.cpp) work on the last dim of
 C-contiguous arrays; another axis is moved last with a copy (see `_along_rows`). Same threads.
+
+sgd_foreach_ / adam_foreach_: one parallel pass over all the parameters of a param group
+(cpp/optim.cpp), bitwise equal to numpy_ref's steps; the tensors the kernel does not take go through
+the reference's single-tensor step.
 """
 from __future__ import annotations
 
@@ -100,3 +104,28 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
     backward = getattr(_C, "conv2d_backward_" + suffix)
     return tuple(backward(*(np.ascontiguousarray(a) for a in (dout, x, weight)),
                           *_conv_args(stride, padding, dilation, groups), *needs))
+
+
+# ---- multi-tensor optimizer steps (cpp/optim.cpp) ----------------------------------------------------
+# The kernels take float32 / float64 parameters whose gradient and state have their dtype, the parameter
+# and state arrays C-contiguous and writeable (they are updated in place; a strided gradient is copied).
+# They return the positions of the other tensors, which get numpy_ref's single-tensor step here.
+
+
+def sgd_foreach_(params, grads, momentum_bufs, lr, momentum, dampening, weight_decay, nesterov, maximize,
+                 first_steps):
+    """numpy_ref.sgd_step_ on every tensor of the lists, in one C++ call."""
+    for i in _C.sgd_foreach_(params, grads, momentum_bufs, lr, momentum, dampening, weight_decay, nesterov,
+                             maximize, first_steps):
+        numpy_ref.sgd_step_(params[i], grads[i], None if momentum_bufs is None else momentum_bufs[i], lr, momentum,
+                            dampening, weight_decay, nesterov, maximize, first_steps[i])
+
+
+def adam_foreach_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                  decoupled, amsgrad, maximize):
+    """numpy_ref.adam_step_ on every tensor of the lists, in one C++ call."""
+    for i in _C.adam_foreach_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                              weight_decay, decoupled, amsgrad, maximize):
+        numpy_ref.adam_step_(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                             None if max_exp_avg_sqs is None else max_exp_avg_sqs[i], steps[i], lr, beta1, beta2, eps,
+                             weight_decay, decoupled, amsgrad, maximize)
