@@ -232,9 +232,10 @@ TensorRef<T> tensor_ref(py::array& p, const py::array& g, std::vector<py::array>
 
 bool writeable_contiguous(const py::array& x) { return x.writeable() && (x.flags() & py::array::c_style); }
 
-// params[i], grads[i] and states[s][i] (for the state lists given: name, list; a list that is None is
-// unused, and only the last ones may be, so the kernels find list s at TensorRef::state[s]), checked: NumPy arrays of params[i]'s shape (else TypeError / ValueError). `per_tensor` is the
-// list of per-tensor values (name, length), whose length must be the others' too.
+// params[i], grads[i] and states[s][i] for the state lists given (name, list), checked: NumPy arrays of
+// params[i]'s shape (else TypeError / ValueError). A state list that is None is unused; only the last
+// ones may be, so that the kernels find list s at TensorRef::state[s]. `per_tensor` names the list of
+// per-tensor values and gives its length, which must be the others' too.
 Sorted sort_tensors(const std::string& fn, const py::sequence& params, const py::sequence& grads,
                     const std::vector<std::pair<const char*, py::object>>& state_lists,
                     std::pair<const char*, size_t> per_tensor) {

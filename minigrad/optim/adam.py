@@ -52,14 +52,13 @@ class Adam(Optimizer):
                         state["max_exp_avg_sq"] = zeros_like(p)
                 state["step"] += 1
                 states.append(state)
-            moments = [[s[name] for s in states] for name in ("exp_avg", "exp_avg_sq")]
-            if amsgrad:
-                moments.append([s["max_exp_avg_sq"] for s in states])
+            m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            vmax = [s["max_exp_avg_sq"] for s in states] if amsgrad else []
             dispatch(device).adam_foreach_(
-                [p.data for p in ps], [p.grad.data for p in ps], *([t.data for t in ts] for ts in moments),
-                *(() if amsgrad else (None,)), [s["step"] for s in states], group["lr"], beta1, beta2,
+                [p.data for p in ps], [p.grad.data for p in ps], [t.data for t in m], [t.data for t in v],
+                [t.data for t in vmax] if amsgrad else None, [s["step"] for s in states], group["lr"], beta1, beta2,
                 group["eps"], group["weight_decay"], group["decoupled_weight_decay"], amsgrad, group["maximize"])
-            for t in ps + [t for ts in moments for t in ts]:
+            for t in ps + m + v + vmax:
                 t._mark_modified()  # the primitive wrote them in place
 
 
