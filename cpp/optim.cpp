@@ -9,10 +9,12 @@
 // Work split: number the elements of all the tensors one after another (tensor 0's, then tensor 1's,
 // ...) and cut that range into chunks of kChunk elements. Chunk c covers [c * kChunk, (c + 1) * kChunk):
 // a part of a big tensor, or several small tensors, or the end of one and the start of the next. One
-// OpenMP loop runs over the chunks (static schedule: each thread a contiguous run of chunks); in a
-// chunk, each piece of a tensor is walked with SIMD vectors (for_each_vector of simd.h, a partial
-// vector at the piece's end). Every element's update reads only that element (of the parameter, its
-// gradient and its state), so the results do not depend on the cut or the thread count at all.
+// OpenMP loop runs over the chunks; in a chunk, each piece of a tensor is walked with SIMD vectors
+// (for_each_vector of simd.h, a partial vector at the piece's end). The schedule is static: each thread
+// takes a contiguous run of chunks, the same at every step, so it finds its part of the arrays still in
+// its own L2 cache where that fits (dynamic scheduling measured 1.6x slower on the tiny GPT's SGD step).
+// Every element's update reads only that element (of the parameter, its gradient and its state), so
+// the results do not depend on the cut or the thread count at all.
 //
 // Math: exactly numpy_ref.sgd_step_ / adam_step_, operation by operation and in the same order, in the
 // parameter's dtype: the Python floats (lr, betas, ...) are converted to it first, as NumPy converts a
