@@ -372,7 +372,7 @@ def _tiny_gpt_shapes(n_layer=4, d=128, vocab=65, block=64):
 def optimizer_step(side, opt):
     """One AdamW or SGD (momentum, Nesterov) step over the tiny GPT's 52 parameters (0.8M floats).
 
-    Fixed gradients. minigrad: its optimizer (one fused primitive per parameter); numpy: the reference
+    Fixed gradients. minigrad: its optimizer (one multi-tensor primitive call); numpy: the reference
     primitive per parameter (no optimizer overhead); torch: torch.optim, its CPU default (a loop over
     the parameters)."""
     rng = np.random.default_rng(29)

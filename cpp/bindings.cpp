@@ -71,4 +71,5 @@ PYBIND11_MODULE(_C, m) {
     minigrad::register_conv(m);
     minigrad::register_attention(m);
     minigrad::register_rnn(m);
+    minigrad::register_optim(m);
 }

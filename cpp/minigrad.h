@@ -12,7 +12,7 @@ namespace minigrad {
 // One global instead of omp_set_num_threads, whose setting only reaches the calling thread.
 int num_threads();
 
-// The instruction set of the SIMD kernels written on simd.h (softmax, attention, rnn): 0 AVX-512,
+// The instruction set of the SIMD kernels written on simd.h (softmax, attention, rnn, optim): 0 AVX-512,
 // 1 AVX2+FMA, 2 portable; the best this CPU runs, unless set_simd_kernel picked another (bindings.cpp).
 int simd_isa();
 
@@ -21,5 +21,6 @@ void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_soft
 void register_conv(pybind11::module_& m);     // conv.cpp: conv2d forward and backward
 void register_attention(pybind11::module_& m);  // attention.cpp: scaled dot-product attention, fwd and bwd
 void register_rnn(pybind11::module_& m);      // rnn.cpp: LSTM / GRU layers over a sequence, forward and backward
+void register_optim(pybind11::module_& m);    // optim.cpp: multi-tensor SGD and Adam / AdamW steps
 
 }  // namespace minigrad

@@ -121,6 +121,21 @@ def test_float64_matches_torch_tightly(rng, name, options):
 def test_param_groups_with_their_own_hyperparameters_and_missing_grads(rng, name, options):
     """Two groups with different lrs (and one other hyperparameter); parameter 1 has no gradient on
     every third step, which skips it (its state does not advance), as in PyTorch."""
+    run_two_groups_with_missing_grads(rng, name, options)
+
+
+@pytest.mark.parametrize("backend", mg.backend.available("cpu"))
+@pytest.mark.parametrize("name, options", FULL_OPTIONS[:3], ids=FULL_IDS[:3])
+def test_every_backends_foreach_steps_match_torch(rng, backend, name, options):
+    """SGD, Adam and AdamW step a param group with one multi-tensor primitive (sgd_foreach_ /
+    adam_foreach_): each CPU backend's (the C++ kernel, the loops over the Numba and the reference
+    single-tensor steps) matches torch, parameters skipped on some steps (at other step counts) included."""
+    with mg.backend.use(backend):
+        assert mg.backend.selected("adam_foreach_") == backend
+        run_two_groups_with_missing_grads(rng, name, options)
+
+
+def run_two_groups_with_missing_grads(rng, name, options):
     pair = SideBySide(rng)
     other = dict(SGD=dict(momentum=0.5), Adam=dict(betas=(0.8, 0.9)), AdamW=dict(weight_decay=0.5),
                  RMSprop=dict(alpha=0.9))[name]

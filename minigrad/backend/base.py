@@ -116,6 +116,12 @@ PRIMITIVES = {
     "adam_step_": "adam_step_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, "
                   "weight_decay, decoupled, amsgrad, maximize): minigrad.optim.Adam's step t = `step` (>= 1); "
                   "decoupled: AdamW's weight decay; max_exp_avg_sq is None unless amsgrad",
+    "sgd_foreach_": "sgd_foreach_(params, grads, momentum_bufs, lr, momentum, dampening, weight_decay, nesterov, "
+                    "maximize, first_steps): sgd_step_ on every tensor of the lists (a param group's, in one "
+                    "call); momentum_bufs is a list, or None when momentum == 0; first_steps a bool per tensor",
+    "adam_foreach_": "adam_foreach_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, "
+                     "eps, weight_decay, decoupled, amsgrad, maximize): adam_step_ on every tensor of the lists; "
+                     "steps holds each tensor's step count t (>= 1); max_exp_avg_sqs is None unless amsgrad",
     "cross_entropy_forward": "cross_entropy_forward(logits (N,C), targets int64 (N,), ignore_index, "
                              "label_smoothing) -> (losses (N,), logprobs (N,C)); ignored rows have loss 0",
     "cross_entropy_backward": "cross_entropy_backward(dlosses (N,), logprobs, targets, ignore_index, "

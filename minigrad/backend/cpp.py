@@ -15,9 +15,12 @@ C-contiguous arrays; another axis is moved last with a copy (see `_along_rows`).
 attention_forward / attention_backward: flash-style kernels (cpp/attention.cpp) on strided q, k, v;
 same threads.
 
-
 lstm_scan / gru_scan, forward and backward: the whole time loop of a recurrent layer (cpp/rnn.cpp), on
 C-contiguous arrays (others are copied first) except w_hh, read with its strides. Same threads.
+
+sgd_foreach_ / adam_foreach_: one parallel pass over all the parameters of a param group
+(cpp/optim.cpp), bitwise equal to numpy_ref's steps; the tensors the kernel does not take go through
+the reference's single-tensor step.
 """
 from __future__ import annotations
 
@@ -176,3 +179,28 @@ def gru_scan_backward(grad, cache, out, h0, w_hh, reverse):
     if not _in_cpp(grad, cache, out, h0, w_hh):
         return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse)
     return _C.gru_scan_backward(_c(grad), _c(cache), _c(out), _c(h0), w_hh, reverse)
+
+
+# ---- multi-tensor optimizer steps (cpp/optim.cpp) ----------------------------------------------------
+# The kernels take float32 / float64 parameters whose gradient and state have their dtype, the parameter
+# and state arrays C-contiguous and writeable (they are updated in place; a strided gradient is copied).
+# They return the positions of the other tensors, which get numpy_ref's single-tensor step here.
+
+
+def sgd_foreach_(params, grads, momentum_bufs, lr, momentum, dampening, weight_decay, nesterov, maximize,
+                 first_steps):
+    """numpy_ref.sgd_step_ on every tensor of the lists, in one C++ call."""
+    for i in _C.sgd_foreach_(params, grads, momentum_bufs, lr, momentum, dampening, weight_decay, nesterov,
+                             maximize, first_steps):
+        numpy_ref.sgd_step_(params[i], grads[i], None if momentum_bufs is None else momentum_bufs[i], lr, momentum,
+                            dampening, weight_decay, nesterov, maximize, first_steps[i])
+
+
+def adam_foreach_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                  decoupled, amsgrad, maximize):
+    """numpy_ref.adam_step_ on every tensor of the lists, in one C++ call."""
+    for i in _C.adam_foreach_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                              weight_decay, decoupled, amsgrad, maximize):
+        numpy_ref.adam_step_(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                             None if max_exp_avg_sqs is None else max_exp_avg_sqs[i], steps[i], lr, beta1, beta2, eps,
+                             weight_decay, decoupled, amsgrad, maximize)

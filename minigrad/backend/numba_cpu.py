@@ -41,7 +41,7 @@ from minigrad.backend.numba_elementwise import (  # noqa: F401
 from minigrad.backend.numba_embedding import embedding_backward, embedding_forward  # noqa: F401
 from minigrad.backend.numba_loss import cross_entropy_backward, cross_entropy_forward  # noqa: F401
 from minigrad.backend.numba_norm import layer_norm_backward, layer_norm_forward  # noqa: F401
-from minigrad.backend.numba_optim import adam_step_, sgd_step_  # noqa: F401
+from minigrad.backend.numba_optim import adam_foreach_, adam_step_, sgd_foreach_, sgd_step_  # noqa: F401
 from minigrad.backend.numba_reduce import (  # noqa: F401
     argmax, argmin, log_softmax_backward, log_softmax_forward, logsumexp, max, min, softmax_backward,
     softmax_forward, sum,

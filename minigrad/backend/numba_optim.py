@@ -86,3 +86,9 @@ def adam_step_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1
     p, g, m, v, *vmax = flat
     launch(_adam, p.size, p, g, m, v, vmax[0] if vmax else None, float(lr), float(beta1), float(beta2), float(eps),
           float(weight_decay), bool(decoupled), bool(maximize), 1 - beta1 ** step, 1 - beta2 ** step)
+
+
+# The multi-tensor primitives: these kernels on each parameter in turn (the C++ backend has one kernel
+# over all of them, cpp/optim.cpp).
+sgd_foreach_ = numpy_ref.sgd_foreach_over(sgd_step_)
+adam_foreach_ = numpy_ref.adam_foreach_over(adam_step_)

@@ -436,6 +436,34 @@ def adam_step_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1
     param -= (exp_avg / denom) * (lr / bias_correction1)
 
 
+# The multi-tensor ("foreach") steps: the single-tensor step on each parameter in turn. A backend with
+# single-tensor kernels only (Numba) builds its foreach primitives from them the same way.
+
+def sgd_foreach_over(sgd_step):
+    """The sgd_foreach_ primitive as a loop over `sgd_step` (a single-tensor sgd_step_)."""
+    def sgd_foreach(params, grads, momentum_bufs, lr, momentum, dampening, weight_decay, nesterov, maximize,
+                    first_steps):
+        bufs = [None] * len(params) if momentum_bufs is None else momentum_bufs
+        for param, grad, buf, first_step in zip(params, grads, bufs, first_steps, strict=True):
+            sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step)
+    return sgd_foreach
+
+
+def adam_foreach_over(adam_step):
+    """The adam_foreach_ primitive as a loop over `adam_step` (a single-tensor adam_step_)."""
+    def adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                     weight_decay, decoupled, amsgrad, maximize):
+        vmaxes = [None] * len(params) if max_exp_avg_sqs is None else max_exp_avg_sqs
+        for param, grad, m, v, vmax, step in zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes, steps, strict=True):
+            adam_step(param, grad, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad,
+                      maximize)
+    return adam_foreach
+
+
+sgd_foreach_ = sgd_foreach_over(sgd_step_)
+adam_foreach_ = adam_foreach_over(adam_step_)
+
+
 # ---- attention (scaled dot-product) -------------------------------------------------------------
 # out = softmax(S) v with scores S = q k^T * scale + bias (+ -inf above the diagonal if causal).
 # The (B, H, Tq, Tk) scores are materialized, one batched matmul over (B, H) for all heads at once:

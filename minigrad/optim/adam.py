@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from minigrad.backend import dispatch
 from minigrad.creation import zeros_like
-from minigrad.optim.optimizer import Optimizer
+from minigrad.optim.optimizer import Optimizer, by_device
 
 
 class Adam(Optimizer):
@@ -37,21 +37,29 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
 
-    def update(self, param, grad, state, group):
-        # One fused primitive does the whole step in place (numpy_ref.adam_step_ reads like the docstring).
-        if not state:
-            state.update(step=0, exp_avg=zeros_like(param), exp_avg_sq=zeros_like(param))
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = zeros_like(param)
-        state["step"] += 1
+    def update_group(self, params, group):
+        # One fused multi-tensor primitive steps all the parameters in place (numpy_ref.adam_step_, which
+        # reads like the docstring, on each).
+        amsgrad = group["amsgrad"]
         beta1, beta2 = group["betas"]
-        vmax = state.get("max_exp_avg_sq") if group["amsgrad"] else None
-        dispatch(param.device).adam_step_(
-            param.data, grad.data, state["exp_avg"].data, state["exp_avg_sq"].data,
-            None if vmax is None else vmax.data, state["step"], group["lr"], beta1, beta2, group["eps"],
-            group["weight_decay"], group["decoupled_weight_decay"], group["amsgrad"], group["maximize"])
-        for t in (param, state["exp_avg"], state["exp_avg_sq"]) + ((vmax,) if vmax is not None else ()):
-            t._mark_modified()  # the primitive wrote them in place
+        for device, ps in by_device(params):
+            states = []
+            for p in ps:
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state.update(step=0, exp_avg=zeros_like(p), exp_avg_sq=zeros_like(p))
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = zeros_like(p)
+                state["step"] += 1
+                states.append(state)
+            m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            vmax = [s["max_exp_avg_sq"] for s in states] if amsgrad else []
+            dispatch(device).adam_foreach_(
+                [p.data for p in ps], [p.grad.data for p in ps], [t.data for t in m], [t.data for t in v],
+                [t.data for t in vmax] if amsgrad else None, [s["step"] for s in states], group["lr"], beta1, beta2,
+                group["eps"], group["weight_decay"], group["decoupled_weight_decay"], amsgrad, group["maximize"])
+            for t in ps + m + v + vmax:
+                t._mark_modified()  # the primitive wrote them in place
 
 
 class AdamW(Adam):

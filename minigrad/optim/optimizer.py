@@ -2,8 +2,10 @@
 
 An optimizer holds `param_groups`, a list of dicts each with a 'params' list and the hyperparameters of
 those parameters (lr, ...), and `state`, a dict from parameter to its own dict of running statistics
-(momentum buffers, moment estimates, step counts). `step()` visits every parameter that has a gradient and
-calls the subclass's `update`, which reads like the algorithm's pseudocode.
+(momentum buffers, moment estimates, step counts). `step()` hands each group's parameters that have a
+gradient to `update_group`: by default a loop calling the subclass's `update` on each parameter, which
+reads like the algorithm's pseudocode; SGD and Adam instead update a whole group with one multi-tensor
+("foreach") primitive call per device (`by_device`), which saves the per-parameter overhead.
 
 `state_dict()` uses PyTorch's layout, with parameters replaced by their position across all groups:
 
@@ -24,7 +26,8 @@ _UNORDERED = ("optimizer parameters must be an ordered collection (a set's order
 
 class Optimizer:
     """Base class: `params` is an iterable of tensors, or of dicts {'params': tensors, <hyperparameters>}
-    (param groups) whose hyperparameters override `defaults`. Subclasses implement `update`."""
+    (param groups) whose hyperparameters override `defaults`. Subclasses implement `update` (one
+    parameter) or `update_group` (all of a group's parameters that have a gradient)."""
 
     def __init__(self, params, defaults: dict):
         if isinstance(params, Tensor):
@@ -81,15 +84,22 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self.update(p, p.grad, self.state.setdefault(p, {}), group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self.update_group(params, group)
         return loss
+
+    def update_group(self, params: list[Tensor], group: dict) -> None:
+        """Apply one step of the algorithm in place to `params`, the parameters of `group` that have a
+        gradient (in the group's order), given the group's hyperparameters: `update` on each. Runs under
+        no_grad."""
+        for p in params:
+            self.update(p, p.grad, self.state.setdefault(p, {}), group)
 
     def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
         """Apply one step of the algorithm to `param` in place, given its gradient, its state dict (empty
         on the first step) and its group's hyperparameters. Runs under no_grad."""
-        raise NotImplementedError(f"{type(self).__name__} does not define update()")
+        raise NotImplementedError(f"{type(self).__name__} defines neither update() nor update_group()")
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -134,6 +144,18 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
         return "\n".join(lines + [")"])
+
+
+def by_device(params: list[Tensor]) -> list[tuple]:
+    """(device, [its parameters]) for the devices of `params`, in order of first appearance: a multi-tensor
+    primitive runs on one device."""
+    first = params[0].device
+    if all(p.device is first or p.device == first for p in params):  # the usual case, without hashing
+        return [(first, params)]
+    groups: dict = {}
+    for p in params:
+        groups.setdefault(p.device, []).append(p)
+    return list(groups.items())
 
 
 def _restored(value, name: str, param: Tensor, position):

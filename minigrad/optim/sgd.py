@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from minigrad.backend import dispatch
 from minigrad.creation import zeros_like
-from minigrad.optim.optimizer import Optimizer
+from minigrad.optim.optimizer import Optimizer, by_device
 
 
 class SGD(Optimizer):
@@ -29,17 +29,23 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize))
 
-    def update(self, param, grad, state, group):
-        # One fused primitive does the whole step in place (numpy_ref.sgd_step_ reads like the docstring).
-        buf = None
-        first_step = False
-        if group["momentum"] != 0:
-            buf = state.get("momentum_buffer")
-            first_step = buf is None
-            if first_step:  # the primitive fills it with the first gradient
-                buf = state["momentum_buffer"] = zeros_like(param)
-        dispatch(param.device).sgd_step_(param.data, grad.data, None if buf is None else buf.data, group["lr"],
-                                         group["momentum"], group["dampening"], group["weight_decay"],
-                                         group["nesterov"], group["maximize"], first_step)
-        for t in (param,) + ((buf,) if buf is not None else ()):
-            t._mark_modified()  # the primitive wrote them in place
+    def update_group(self, params, group):
+        # One fused multi-tensor primitive steps all the parameters in place (numpy_ref.sgd_step_, which
+        # reads like the docstring, on each).
+        momentum = group["momentum"] != 0
+        for device, ps in by_device(params):
+            bufs, first_steps = [], []
+            for p in ps:
+                state = self.state.setdefault(p, {})
+                buf = state.get("momentum_buffer") if momentum else None
+                first_steps.append(momentum and buf is None)
+                if first_steps[-1]:  # the primitive fills it with the first gradient
+                    buf = state["momentum_buffer"] = zeros_like(p)
+                if buf is not None:
+                    bufs.append(buf)
+            dispatch(device).sgd_foreach_([p.data for p in ps], [p.grad.data for p in ps],
+                                          [b.data for b in bufs] if momentum else None, group["lr"],
+                                          group["momentum"], group["dampening"], group["weight_decay"],
+                                          group["nesterov"], group["maximize"], first_steps)
+            for t in ps + bufs:
+                t._mark_modified()  # the primitive wrote them in place
