@@ -368,7 +368,9 @@ def _relu_input(rng, shape, dtype):
     return x.reshape(shape)
 
 
-for _shape, _layout in [((), contiguous), ((7,), contiguous), ((3, 5, 7), strided), ((BIG, 128), contiguous)]:
+# (below numba_common.PARALLEL_MIN elements the primitives are NumPy's; the two large shapes run the kernels)
+for _shape, _layout in [((), contiguous), ((7,), contiguous), ((3, 5, 7), strided), ((BIG, 128), contiguous),
+                        ((257, 129), strided)]:
     _tag = f"{_shape}-{_layout.__name__}"
     ROWS += [Row(f"relu-{_tag}", "relu", lambda rng, dt, s=_shape, lay=_layout: (lay(_relu_input(rng, s, dt)),),
                  None, exact=True),
