@@ -2,7 +2,9 @@
 
 `minigrad.backend` registers this module for the CPU (priority 5: above the NumPy reference, below the
 C++ kernels where those exist) when Numba is installed, so it becomes the default for every primitive
-it exports; `MINIGRAD_BACKEND=numpy` or `minigrad.backend.use("numpy")` still selects the reference.
+it exports and the C++ extension does not (with the extension built, conv2d, attention, the LSTM / GRU
+scans and the optimizer steps run in C++; the Numba versions serve builds without it);
+`MINIGRAD_BACKEND=numpy` or `minigrad.backend.use("numpy")` still selects the reference.
 Each primitive has exactly the semantics of its `numpy_ref` namesake and is tested against it
 (tests/test_numba_kernels.py); inputs a kernel does not cover (integer dtypes, mixed dtypes) go to
 the reference.
@@ -16,8 +18,8 @@ operands, allocate outputs and call them):
     numba_norm.py         layer_norm forward / backward
     numba_loss.py         cross-entropy fused with log-softmax (ignore_index, label smoothing)
     numba_embedding.py    embedding lookup and its race-free scatter-add backward
-    numba_elementwise.py  dropout; fused bias + GELU, bias + residual (and GELU alone)
-    numba_optim.py        fused SGD and Adam / AdamW steps, in place
+    numba_elementwise.py  dropout; fused bias + GELU, bias + residual (and GELU alone); ReLU forward / backward
+    numba_optim.py        fused SGD and Adam / AdamW steps, in place (one tensor at a time, or a list)
     numba_attention.py    scaled dot-product attention, flash-style
     numba_gemm.py         the tile product c = a b^T that attention and conv2d's weight gradient share
     numba_conv.py         conv2d (im2col / col2im around the GEMM primitive), max / avg pooling
