@@ -37,6 +37,19 @@ from minigrad.backend import numba_common, numba_cpu, numpy_ref  # noqa: E402
 from minigrad.backend.numba_math import erf, exp, tanh  # noqa: E402
 from minigrad.testing import gradcheck  # noqa: E402
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def kernels_on_every_size():
+    """Run the kernels even on the small arrays that minigrad leaves to NumPy (numba_common.NUMPY_BELOW), so
+    that every shape of the tables below tests a kernel. (Module scope: hypothesis's tests take no function-
+    scoped fixtures.)"""
+    before = numba_common.NUMPY_BELOW
+    numba_common.NUMPY_BELOW = 0
+    yield
+    numba_common.NUMPY_BELOW = before
+
+
 DTYPES = [np.float32, np.float64]
 ATOL = {np.float32: 1e-5, np.float64: 1e-10}
 BIG = 300  # rows of the "big" inputs: with 128 or more columns, over PARALLEL_MIN elements
@@ -633,3 +646,23 @@ def test_minigrad_without_numba():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", "numpy"]
+
+
+def test_small_arrays_are_left_to_numpy(monkeypatch):
+    """Below NUMPY_BELOW elements ReLU and the reductions run NumPy's loops (no Numba call); from there on, the
+    kernels."""
+    from minigrad.backend import numba_elementwise, numba_reduce
+
+    def kernel_called(*args):
+        raise AssertionError("a Numba kernel ran")
+    monkeypatch.setattr(numba_common, "NUMPY_BELOW", numba_common.PARALLEL_MIN)
+    for module, name in [(numba_elementwise, "_relu"), (numba_elementwise, "_relu_backward"),
+                         (numba_reduce, "_sum_rows"), (numba_reduce, "_sum_cols"), (numba_reduce, "_extreme_rows")]:
+        monkeypatch.setattr(module, name, kernel_called)
+    small = normal(np.random.default_rng(0), (3, 5, 7), np.float32)
+    np.testing.assert_array_equal(numba_cpu.relu(small), numpy_ref.relu(small))
+    np.testing.assert_array_equal(numba_cpu.relu_backward(small, small), numpy_ref.relu_backward(small, small))
+    np.testing.assert_array_equal(numba_cpu.sum(small, (0, 2), False), numpy_ref.sum(small, (0, 2), False))
+    np.testing.assert_array_equal(numba_cpu.max(small, 1, True), numpy_ref.max(small, 1, True))
+    with pytest.raises(AssertionError, match="a Numba kernel ran"):
+        numba_cpu.sum(normal(np.random.default_rng(0), (BIG, 128), np.float32), 1, False)

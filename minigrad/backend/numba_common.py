@@ -39,6 +39,17 @@ def row_chunks(rows: int) -> int:
 
 PARALLEL_MIN = 1 << 15  # elements (as in the C++ kernels): below this, one thread does the whole call
 
+# Elements below which the single-pass primitives (ReLU, the reductions) leave an array to NumPy's own
+# loops: there the kernel would run on one thread too, where NumPy is as fast, without the few
+# microseconds a Numba call costs (dispatch, thread-count toggling: 4-7 us, more than a 128-float sum).
+# Read at each call; the kernels' tests set it to 0 so that every shape of their tables runs the kernels.
+NUMPY_BELOW = PARALLEL_MIN
+
+
+def leave_to_numpy(x) -> bool:
+    """Whether x is small enough for NumPy's loops to beat a Numba kernel (see NUMPY_BELOW)."""
+    return x.size < NUMPY_BELOW
+
 
 def launch(kernel, work: int, *args):
     """kernel(*args) on Numba's threads, or on the calling thread alone when `work` (the elements the

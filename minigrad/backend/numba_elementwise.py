@@ -17,8 +17,7 @@ gelu_forward / gelu_backward (any shape, no bias) run the same kernels on x seen
 
 ReLU forward and backward are one pass each, over the flat arrays, on all threads (NumPy's maximum and
 the backward's comparison-then-where run on one thread, the latter in two passes and a bool temporary).
-Below numba_common.PARALLEL_MIN elements, where the kernel would run on one thread too, they are left to
-NumPy, whose loops are as fast there without the few microseconds of a Numba call.
+Small arrays are left to NumPy (numba_common.leave_to_numpy).
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigrad.backend import numpy_ref
-from minigrad.backend.numba_common import FASTMATH, PARALLEL_MIN, kernel_array, launch, row_chunks, supported
+from minigrad.backend.numba_common import FASTMATH, kernel_array, launch, leave_to_numpy, row_chunks, supported
 from minigrad.backend.numba_math import erf, exp, tanh
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -178,7 +177,7 @@ def dropout_backward(dout, mask, p):
 
 def relu(x):
     """max(x, 0), any shape."""
-    if not supported(x) or x.size < PARALLEL_MIN:
+    if not supported(x) or leave_to_numpy(x):
         return numpy_ref.relu(x)
     out = np.empty(x.shape, x.dtype)
     launch(_relu, x.size, out.reshape(-1), kernel_array(x).reshape(-1))
@@ -187,7 +186,7 @@ def relu(x):
 
 def relu_backward(dout, out):
     """dout where out > 0 (or nan), else 0; dout and out of one shape."""
-    if not supported(dout, out) or dout.shape != out.shape or dout.size < PARALLEL_MIN:
+    if not supported(dout, out) or dout.shape != out.shape or leave_to_numpy(dout):
         return numpy_ref.relu_backward(dout, out)
     dx = np.empty(dout.shape, dout.dtype)
     launch(_relu_backward, dx.size, dx.reshape(-1), kernel_array(dout).reshape(-1), kernel_array(out).reshape(-1))

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigrad.backend import numpy_ref
-from minigrad.backend.numba_common import FASTMATH, kernel_array, launch, supported
+from minigrad.backend.numba_common import FASTMATH, kernel_array, launch, leave_to_numpy, supported
 from minigrad.backend.numba_math import exp
 
 BLOCK = 64  # columns per task in the "columns" kernels: 256 bytes of float32, 4 cache lines per row
@@ -222,7 +222,7 @@ def _pre_n_post(x, axes):
 def _reduce(x, axis, keepdims, rows_kernel, cols_kernel, outputs):
     """Run a reduction over `axis` and shape its results (a list, one per output dtype in `outputs`,
     None for x's dtype) as NumPy would with `keepdims`; None if the kernels do not cover x."""
-    if not supported(x) or x.ndim == 0 or x.size == 0:
+    if not supported(x) or x.ndim == 0 or x.size == 0 or leave_to_numpy(x):
         return None
     axes = _normalized_axes(axis, x.ndim)
     if not axes:
@@ -249,7 +249,7 @@ def _extreme(x, axis, keepdims, largest, want_index):
 # ---- primitives ------------------------------------------------------------------------------------
 
 def sum(x, axis, keepdims):
-    axes = _normalized_axes(axis, x.ndim) if supported(x) and x.ndim else ()
+    axes = _normalized_axes(axis, x.ndim) if supported(x) and x.ndim and not leave_to_numpy(x) else ()
     runs = _adjacent_runs(axes)
     if len(runs) > 1 and x.size:
         # Axes in several separate runs, e.g. (0, 2, 3) of (N, C, H, W) for a conv bias gradient: sum the last
