@@ -61,7 +61,6 @@ namespace py = pybind11;
 namespace minigrad {
 namespace {
 
-#define MG_LAMBDA __attribute__((always_inline))
 
 // Tile sizes (queries x keys), measured on one thread at the tiny GPT's sizes (B12 H4 T64 D32, B4 H4 T256
 // D32, causal or not; the differences between 32..64 x 64..256 were within 10%): small query blocks skip
@@ -490,8 +489,10 @@ void run_tasks(bool forward, const Problem<T>& pr, int64_t tasks) {
     const TaskFn<T> fn = task_fn<T>(forward);
     const int64_t work = pr.nb * pr.nh * pr.tq * pr.tk * std::max(pr.d, pr.dv);
     const int threads = work < kParallelWork ? 1 : int(std::min<int64_t>(num_threads(), tasks));
+    RegionErrors errors;  // (a scratch buffer may throw std::bad_alloc: thrown again after the region)
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
-    for (int64_t t = 0; t < tasks; ++t) fn(pr, t);
+    for (int64_t t = 0; t < tasks; ++t) errors.run([&] { fn(pr, t); });
+    errors.rethrow();
 }
 
 // ---- Python bindings ------------------------------------------------------------------------------------
@@ -528,10 +529,10 @@ View<T> view_of(const py::array& x, const char* fn, const char* what, const int6
 py::dtype common_dtype(const char* fn, std::initializer_list<const py::array*> arrays) {
     const py::dtype dt = (*arrays.begin())->dtype();
     for (const py::array* x : arrays)
-        if (x && !x->dtype().is(dt))
+        if (x && !x->dtype().equal(dt))
             throw py::type_error(std::string(fn) + ": all arrays must have one dtype, got " +
                                  std::string(py::str(dt)) + " and " + std::string(py::str(x->dtype())));
-    if (!dt.is(py::dtype::of<float>()) && !dt.is(py::dtype::of<double>()))
+    if (!dt.equal(py::dtype::of<float>()) && !dt.equal(py::dtype::of<double>()))
         throw py::type_error(std::string(fn) + ": expected float32 or float64 arrays, got " + std::string(py::str(dt)));
     return dt;
 }
@@ -579,7 +580,7 @@ py::tuple attention_forward(const py::array& q, const py::array& k, const py::ar
         }
         return py::make_tuple(out, lse);
     };
-    return dt.is(py::dtype::of<float>()) ? run(0.0f) : run(0.0);
+    return dt.equal(py::dtype::of<float>()) ? run(0.0f) : run(0.0);
 }
 
 py::tuple attention_backward(const py::array& dout, const py::array& q, const py::array& k, const py::array& v,
@@ -614,7 +615,7 @@ py::tuple attention_backward(const py::array& dout, const py::array& q, const py
         }
         return py::make_tuple(dq, dk, dv);
     };
-    return dt.is(py::dtype::of<float>()) ? run(0.0f) : run(0.0);
+    return dt.equal(py::dtype::of<float>()) ? run(0.0f) : run(0.0);
 }
 
 }  // namespace

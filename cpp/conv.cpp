@@ -14,8 +14,10 @@
 // The grid. With stride 1 the grid rows are Wg = Wp wide, a padded input row: then cols[k, q] =
 // xp[off(k) + q] with off(k) = c*Hp*Wp + a*dh*Wp + b*dw, so row k of cols is one contiguous run of xp,
 // and all of it is plain unit-stride copying (or no copying at all: see the weight gradient). The grid
-// columns j >= Wo are not outputs: their results are dropped (forward), and dout is zero there
-// (backward), so they add nothing. They cost (Wp - Wo) / Wp of the work: 6% for 3x3 on 32x32. With
+// columns j >= Wo are not outputs: their results are dropped (forward, and col2im in the input gradient),
+// and dout is zero there (weight gradient), so they add nothing; an image with an inf or nan, which a
+// zero would turn into nan, takes the compact grid instead. They cost (Wp - Wo) / Wp of the work: 6% for
+// 3x3 with padding 1 on 32x32. With
 // another stride the grid is the output itself (Wg = Wo), and a row of cols is read one output row
 // at a time, every sw-th element.
 //
@@ -52,9 +54,9 @@ namespace {
 // The shapes of one convolution, for one group (C, O: the group's channels).
 struct Geometry {
     int64_t C, H, W, O, kh, kw, sh, sw, dh, dw, top, left, Ho, Wo, Hp, Wp;
-    bool unit_stride() const { return sh == 1 && sw == 1; }
+    bool padded_grid;  // grid rows Wp wide (unit stride; see the header), else Wo (the output itself)
     int64_t K() const { return C * kh * kw; }
-    int64_t Wg() const { return unit_stride() ? Wp : Wo; }  // grid row width
+    int64_t Wg() const { return padded_grid ? Wp : Wo; }  // grid row width
     int64_t P() const { return (Ho - 1) * Wg() + Wo; }      // grid positions (the last row ends at Wo)
     int64_t Pg() const { return Ho * Wg(); }                 // the grid of one channel, whole rows
     int64_t off(int64_t k) const {                           // where row k of cols starts in xp
@@ -68,7 +70,7 @@ struct Geometry {
 template <class Run>
 inline void for_each_run(const Geometry& g, int64_t k, int64_t p, int64_t count, Run run) {
     const int64_t start = g.off(k);
-    if (g.unit_stride()) {
+    if (g.padded_grid) {
         run(int64_t(0), count, start + p);
         return;
     }
@@ -142,31 +144,35 @@ struct Patches final : Operand<T> {
 };
 
 // dxp (C x Hp x Wp) = col2im(dcols (K x P)): each element of xp gets the sum of the dcols entries that
-// were read from it (the adjoint of the patches).
+// were read from it (the adjoint of the patches). Only the Wo real positions of each grid row are added:
+// the other grid columns are 0 in exact arithmetic but nan where an infinite weight met a zero of dout.
 template <class T>
 void col2im(const Geometry& g, const T* dcols, T* dxp) {
     std::fill(dxp, dxp + g.C * g.Hp * g.Wp, T(0));
     const int64_t P = g.P();
     for (int64_t k = 0; k < g.K(); ++k)
-        for_each_run(g, k, 0, P, [&](int64_t t, int64_t n, int64_t offset) {
-            T* d = dxp + offset;
-            const T* s = dcols + k * P + t;
+        for (int64_t i = 0; i < g.Ho; ++i) {
+            T* d = dxp + g.off(k) + i * g.sh * g.Wp;
+            const T* s = dcols + k * P + i * g.Wg();
             if (g.sw == 1) {
-                for (int64_t u = 0; u < n; ++u) d[u] += s[u];
+                for (int64_t u = 0; u < g.Wo; ++u) d[u] += s[u];
             } else {
-                for (int64_t u = 0; u < n; ++u) d[u * g.sw] += s[u];
+                for (int64_t u = 0; u < g.Wo; ++u) d[u * g.sw] += s[u];
             }
-        });
+        }
 }
 
 // Runs body(task, threads) for each task in [0, tasks): one task per thread at a time, its GEMMs on that
 // thread (threads = 1); or, with fewer tasks than threads, the tasks in turn with all threads for each GEMM.
+// (A task's exception, e.g. std::bad_alloc of a scratch buffer, is thrown after the region: RegionErrors.)
 template <class Body>
 void over_tasks(int64_t tasks, Body body) {
     const int threads = num_threads();
     if (tasks >= threads && threads > 1) {
+        RegionErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-        for (int64_t t = 0; t < tasks; ++t) body(t, 1);
+        for (int64_t t = 0; t < tasks; ++t) errors.run([&] { body(t, 1); });
+        errors.rethrow();
     } else {
         for (int64_t t = 0; t < tasks; ++t) body(t, threads);
     }
@@ -181,7 +187,7 @@ void forward(const Geometry& g, int64_t images, int64_t groups, const T* x, cons
     const int64_t K = g.K(), P = g.P();
     over_tasks(images * groups, [&](int64_t task, int threads) {
         T* xp = xp_scratch.get<T>(g.C * g.Hp * g.Wp);
-        T* grid = g.unit_stride() ? grid_scratch.get<T>(g.O * g.Pg()) : out + task * g.O * P;  // else out itself
+        T* grid = g.padded_grid ? grid_scratch.get<T>(g.O * g.Pg()) : out + task * g.O * P;  // else out itself
         pad(g, x + task * g.C * g.H * g.W, xp);
         gemm<T>(g.O, P, K, StridedA<T>({w + task % groups * g.O * K, K, 1}), Patches<T>(g, xp), grid, g.Pg(),
                 threads);
@@ -202,7 +208,7 @@ void forward(const Geometry& g, int64_t images, int64_t groups, const T* x, cons
 // dout[n] (O x Ho x Wo) on the grid (O x Pg): itself, or widened to Wg columns with zeros (in grid_scratch).
 template <class T>
 const T* dout_on_grid(const Geometry& g, const T* dout) {
-    if (!g.unit_stride()) return dout;
+    if (!g.padded_grid) return dout;
     T* grid = grid_scratch.get<T>(g.O * g.Ho * g.Wp);
     place_rows(dout, g.Wo, 0, grid, g.Wp, 0, g.O, g.Ho, g.Ho, 0, g.Wo);
     return grid;
@@ -307,31 +313,39 @@ constexpr int64_t kSlices = 8;
 
 template <class T>
 void weight_grad(const Geometry& g, int64_t images, int64_t groups, const T* dout, const T* x, T* dw) {
-    const int64_t K = g.K(), P = g.P(), O = g.O, size = O * K;
-    const int64_t slices = std::min(kSlices, images);
+    const int64_t K = g.K(), O = g.O, size = O * K;
+    const int64_t slices = std::max<int64_t>(1, std::min(kSlices, images));  // no image: one empty slice, dW = 0
     const DotRowsFn<T> dot = dot_rows_fn<T>();
     std::vector<T> partial(slices * groups * size, T(0));
+    // An image holding an inf or nan goes through the output grid itself (im2col), so that no grid column
+    // j >= Wo multiplies it by dout's zero there (0 * inf = nan, which the reference does not have).
+    Geometry compact = g;
+    compact.padded_grid = false;
     over_tasks(slices * groups, [&](int64_t task, int) {
         const int64_t s = task / groups, gi = task % groups;
         T* xp = xp_scratch.get<T>(g.C * g.Hp * g.Wp);
-        T* cols = g.unit_stride() ? nullptr : dcols_scratch.get<T>(K * P);
         std::vector<const T*> arows(O), brows(K);
         for (int64_t n = images * s / slices; n < images * (s + 1) / slices; ++n) {
             const int64_t image = n * groups + gi;
             pad(g, x + image * g.C * g.H * g.W, xp);
-            const T* dgrid = dout_on_grid(g, dout + image * O * g.Ho * g.Wo);
-            for (int64_t o = 0; o < O; ++o) arows[o] = dgrid + o * g.Pg();
+            const bool direct = g.padded_grid && std::all_of(xp, xp + g.C * g.Hp * g.Wp, [](T v) {
+                return v - v == T(0);  // finite
+            });
+            const Geometry& gg = direct ? g : compact;
+            const T* dgrid = dout_on_grid(gg, dout + image * O * g.Ho * g.Wo);
+            for (int64_t o = 0; o < O; ++o) arows[o] = dgrid + o * gg.Pg();
+            T* cols = direct ? nullptr : dcols_scratch.get<T>(K * gg.P());
             for (int64_t k = 0; k < K; ++k) {
-                if (g.unit_stride()) {
+                if (direct) {  // row k of cols is a run of xp
                     brows[k] = xp + g.off(k);
                     continue;
                 }
-                for_each_run(g, k, 0, P, [&](int64_t t, int64_t m, int64_t offset) {  // im2col
-                    copy_run(g, xp, m, offset, cols + k * P + t);
+                for_each_run(gg, k, 0, gg.P(), [&](int64_t t, int64_t m, int64_t offset) {  // im2col
+                    copy_run(gg, xp, m, offset, cols + k * gg.P() + t);
                 });
-                brows[k] = cols + k * P;
+                brows[k] = cols + k * gg.P();
             }
-            dot(arows.data(), brows.data(), O, K, P, partial.data() + task * size);
+            dot(arows.data(), brows.data(), O, K, gg.P(), partial.data() + task * size);
         }
     });
     for (int64_t gi = 0; gi < groups; ++gi) {  // the partials of group gi are tasks gi, groups + gi, ...
@@ -348,9 +362,12 @@ std::string shape_of(const py::array& a) { return py::repr(a.attr("shape")).cast
 
 template <class T>
 const T* data_of(const py::array& a, const char* name) {
-    if (!py::isinstance<py::array_t<T>>(a) || !(a.flags() & py::array::c_style))
-        throw std::invalid_argument(std::string("conv2d: ") + name + " must be a C-contiguous array of the "
-                                    "kernel's dtype, got shape " + shape_of(a));
+    if (!a.dtype().equal(py::dtype::of<T>()))
+        throw py::type_error(std::string("conv2d: ") + name + " is " + py::str(a.dtype()).cast<std::string>() +
+                             ", expected " + py::str(py::dtype::of<T>()).cast<std::string>());
+    if (!(a.flags() & py::array::c_style))
+        throw std::invalid_argument(std::string("conv2d: ") + name + " must be C-contiguous, got a strided array of "
+                                    "shape " + shape_of(a));
     return static_cast<const T*>(a.data());
 }
 
@@ -366,15 +383,18 @@ Geometry geometry(const py::array& x, const py::array& w, std::array<int64_t, 2>
         if (v < 1) throw std::invalid_argument("conv2d: stride and dilation must be >= 1");
     for (int64_t v : padding)
         if (v < 0) throw std::invalid_argument("conv2d: padding must be >= 0");
+    if (w.shape(2) < 1 || w.shape(3) < 1)
+        throw std::invalid_argument("conv2d: the kernel must be at least 1 x 1, got weight " + shape_of(w));
     Geometry g{w.shape(1), x.shape(2), x.shape(3), w.shape(0) / groups, w.shape(2), w.shape(3), stride[0],
-               stride[1], dilation[0], dilation[1], padding[0], padding[2], 0, 0, 0, 0};
+               stride[1], dilation[0], dilation[1], padding[0], padding[2], 0, 0, 0, 0, stride[0] == 1 && stride[1] == 1};
     g.Hp = g.H + padding[0] + padding[1];
     g.Wp = g.W + padding[2] + padding[3];
-    g.Ho = (g.Hp - g.dh * (g.kh - 1) - 1) / g.sh + 1;
-    g.Wo = (g.Wp - g.dw * (g.kw - 1) - 1) / g.sw + 1;
-    if (g.Ho < 1 || g.Wo < 1)
+    const int64_t span_h = g.dh * (g.kh - 1) + 1, span_w = g.dw * (g.kw - 1) + 1;  // the dilated kernel
+    if (g.Hp < span_h || g.Wp < span_w)
         throw std::invalid_argument("conv2d: the kernel " + shape_of(w) + " does not fit the padded input " +
                                     shape_of(x));
+    g.Ho = (g.Hp - span_h) / g.sh + 1;
+    g.Wo = (g.Wp - span_w) / g.sw + 1;
     return g;
 }
 

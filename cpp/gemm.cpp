@@ -396,8 +396,9 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operand<T>& A, const Operand<T>
         gemm_serial(ker, 0, m, 0, n, k, A, B, c, ldc, accumulate);
         return;
     }
+    RegionErrors errors;  // (the scratch buffers may throw std::bad_alloc)
 #pragma omp parallel num_threads(threads)
-    {
+    errors.run([&] {
         const int64_t t = omp_get_num_threads(), id = omp_get_thread_num();
         const int64_t mtiles = ceil_div(m, ker.mr), ntiles = ceil_div(n, ker.nr);
         int64_t tm = 1;
@@ -408,7 +409,8 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operand<T>& A, const Operand<T>
         const int64_t c0 = ntiles * j / tn * ker.nr, c1 = std::min(n, ntiles * (j + 1) / tn * ker.nr);
         if (r0 < r1 && c0 < c1)  // more threads than tiles leaves some idle
             gemm_serial(ker, r0, r1 - r0, c0, c1 - c0, k, A, B, c + r0 * ldc + c0, ldc, accumulate);
-    }
+    });
+    errors.rethrow();
 }
 
 template <class T>
@@ -514,11 +516,14 @@ py::object matmul_typed(const py::array& a, const py::array& b) {
     py::gil_scoped_release release;
     if (small && batch >= threads && threads > 1) {
         // Many small products: one thread per matrix beats several threads per matrix.
+        RegionErrors errors;
 #pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t i = 0; i < batch; ++i) {
-            auto [A, B] = operands(i);
-            gemm<T>(m, n, k, A, B, pc + i * m * n, n, 1);
-        }
+        for (int64_t i = 0; i < batch; ++i)
+            errors.run([&] {
+                auto [A, B] = operands(i);
+                gemm<T>(m, n, k, A, B, pc + i * m * n, n, 1);
+            });
+        errors.rethrow();
     } else {
         for (int64_t i = 0; i < batch; ++i) {
             auto [A, B] = operands(i);

@@ -63,6 +63,11 @@ const char* gemm_kernel_name();
 // saves (measured here: one and two threads break even around n = 48, 2.5 us).
 constexpr int64_t kParallelWork = 48 * 48 * 48;
 
+int num_threads();  // (minigrad.h)
+
+// The threads for an m x n x k product run alone: 1 below kParallelWork, else all of them.
+inline int gemm_threads(int64_t m, int64_t n, int64_t k) { return m * n * k < kParallelWork ? 1 : num_threads(); }
+
 // Per-thread scratch memory, kept between calls (a fresh multi-MiB allocation per call would
 // page-fault on every use), 64-byte aligned. Each user keeps its own thread_local instances.
 struct Scratch {

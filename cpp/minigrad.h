@@ -6,6 +6,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <exception>
+
 namespace minigrad {
 
 // Threads used by every OpenMP region of the extension (set_num_threads() in Python sets it).
@@ -15,6 +17,27 @@ int num_threads();
 // The instruction set of the SIMD kernels written on simd.h (softmax, attention, rnn, optim): 0 AVX-512,
 // 1 AVX2+FMA, 2 portable; the best this CPU runs, unless set_simd_kernel picked another (bindings.cpp).
 int simd_isa();
+
+// An exception must not leave an OpenMP region (the program would terminate): code inside one runs its
+// work through `run`, which keeps the first exception, and the region's owner calls rethrow() after it.
+class RegionErrors {
+   public:
+    template <class F>
+    void run(F&& work) noexcept {
+        try {
+            work();
+        } catch (...) {
+#pragma omp critical(minigrad_region_errors)
+            if (!first_) first_ = std::current_exception();
+        }
+    }
+    void rethrow() const {
+        if (first_) std::rethrow_exception(first_);
+    }
+
+   private:
+    std::exception_ptr first_;
+};
 
 void register_gemm(pybind11::module_& m);     // gemm.cpp: matmul
 void register_softmax(pybind11::module_& m);  // softmax.cpp: softmax / log_softmax, forward and backward

@@ -267,12 +267,12 @@ Sorted sort_tensors(const std::string& fn, const py::sequence& params, const py:
         };
         check_shape("grads", g);
         const py::dtype dtype = p.dtype();
-        bool ok = (dtype.is(f32) || dtype.is(f64)) && g.dtype().is(dtype) && writeable_contiguous(p);
+        bool ok = (dtype.equal(f32) || dtype.equal(f64)) && g.dtype().equal(dtype) && writeable_contiguous(p);
         std::vector<py::array> states;
         for (const auto& [name, list] : lists) {
             states.push_back(array_at(fn, name, list, i));
             check_shape(name, states.back());
-            ok = ok && states.back().dtype().is(dtype) && writeable_contiguous(states.back());
+            ok = ok && states.back().dtype().equal(dtype) && writeable_contiguous(states.back());
         }
         if (!ok) {
             sorted.skipped.push_back(int64_t(i));
@@ -283,7 +283,7 @@ Sorted sort_tensors(const std::string& fn, const py::sequence& params, const py:
             g = py::array::ensure(g, py::array::c_style);
             sorted.copies.push_back(g);
         }
-        if (dtype.is(f32))
+        if (dtype.equal(f32))
             sorted.f32.push_back(tensor_ref<float>(p, g, states, int64_t(i)));
         else
             sorted.f64.push_back(tensor_ref<double>(p, g, states, int64_t(i)));

@@ -40,12 +40,10 @@
 //
 // SIMD: as in softmax.cpp, the kernels are written once on Simd<T, Bytes> and compiled for AVX-512,
 // AVX2+FMA and the baseline; the best one the CPU runs is chosen at run time.
-#include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -65,8 +63,6 @@ namespace py = pybind11;
 
 namespace minigrad {
 namespace {
-
-#define MG_LAMBDA __attribute__((always_inline))
 
 // ---- activations -------------------------------------------------------------------------------------
 
@@ -286,8 +282,8 @@ struct ColumnSum {
     static MG_INLINE void run(const ColumnSumArgs<T>& a) {
         using V = typename S::V;
         for_each_vector<S>(a.n, [&](int64_t j, auto k) MG_LAMBDA {
-            V s = load<S>(a.x + j, k, 0);
-            for (int64_t b = 1; b < a.rows; ++b) s += load<S>(a.x + b * a.n + j, k, 0);
+            V s = splat<V>(T(0));  // (0 + x is exact: the same sums; and no read at all when rows == 0)
+            for (int64_t b = 0; b < a.rows; ++b) s += load<S>(a.x + b * a.n + j, k, 0);
             store<S>(a.total + j, load<S>(a.total + j, k, 0) + s, k);
         });
     }
@@ -321,8 +317,6 @@ void run_step(const Args<T>& args) {
 
 // ---- the scans -----------------------------------------------------------------------------------------
 
-int gemm_threads(int64_t m, int64_t n, int64_t k) { return m * n * k < kParallelWork ? 1 : num_threads(); }
-
 thread_local Scratch packed_scratch, state_scratch, dgh_scratch;
 
 // The step run k-th: 0 .. T-1, or T-1 .. 0 when reverse.
@@ -338,12 +332,12 @@ template <class T>
 struct PackedWeights final : Operand<T> {
     const T* src;
     int64_t rs, cs, k, n;
-    T* packed;  // k * round_up(n, 64) elements: room for panels of any width up to 64
+    T* packed;  // k * (n + 63) elements: room for the panels of any width W <= 64 (ceil(n/W) W <= n + 63)
     mutable std::once_flag once;
     mutable int width = 0;
 
     PackedWeights(const T* src, int64_t rs, int64_t cs, int64_t k, int64_t n)
-        : src(src), rs(rs), cs(cs), k(k), n(n), packed(packed_scratch.get<T>(k * ((n + 63) / 64 * 64))) {}
+        : src(src), rs(rs), cs(cs), k(k), n(n), packed(packed_scratch.get<T>(k * (n + 63))) {}
 
     void pack(T* dst, int64_t i0, int64_t w, int64_t p0, int64_t kc, int W) const override {
         const StridedB<T> strided({src, rs, cs});
@@ -534,11 +528,12 @@ std::string shape_of(const py::array& x) { return py::repr(x.attr("shape")).cast
 struct Checker {
     std::string fn;
     py::dtype dtype;
+    const char* first;  // the array whose dtype the others must have
 
     void operator()(const char* name, const py::array& x, std::vector<int64_t> shape, bool contiguous = true) const {
-        if (!x.dtype().is(dtype))
+        if (!x.dtype().equal(dtype))
             throw py::type_error(fn + ": " + name + " is " + std::string(py::str(x.dtype())) +
-                                 " but gates_x is " + std::string(py::str(dtype)));
+                                 " but " + first + " is " + std::string(py::str(dtype)));
         bool ok = x.ndim() == static_cast<py::ssize_t>(shape.size());
         for (size_t d = 0; ok && d < shape.size(); ++d) ok = x.shape(d) == shape[d];
         if (!ok) {
@@ -553,11 +548,11 @@ struct Checker {
     }
 };
 
-Checker checker(const char* fn, const py::array& first) {
-    if (!first.dtype().is(py::dtype::of<float>()) && !first.dtype().is(py::dtype::of<double>()))
-        throw py::type_error(std::string(fn) + ": expected float32 or float64 arrays, got " +
+Checker checker(const char* fn, const char* name, const py::array& first) {
+    if (!first.dtype().equal(py::dtype::of<float>()) && !first.dtype().equal(py::dtype::of<double>()))
+        throw py::type_error(std::string(fn) + ": expected float32 or float64 arrays, got " + name + " of " +
                              std::string(py::str(first.dtype())));
-    return Checker{fn, first.dtype()};
+    return Checker{fn, first.dtype(), name};
 }
 
 // (T, B, G*H) gates_x -> T, B, H; T >= 1.
@@ -587,13 +582,13 @@ T* mut(py::array& x) { return static_cast<T*>(x.mutable_data()); }
 // Run body(zero) with zero a T of the arrays' dtype (float or double).
 template <class F>
 auto by_dtype(const py::dtype& dtype, F body) {
-    return dtype.is(py::dtype::of<float>()) ? body(0.0f) : body(0.0);
+    return dtype.equal(py::dtype::of<float>()) ? body(0.0f) : body(0.0);
 }
 
 py::tuple lstm_scan_forward(py::array gates_x, std::optional<py::array> bias, py::array h0, py::array c0,
                             py::array w_hh, bool reverse) {
     const char* fn = "lstm_scan_forward";
-    const auto check = checker(fn, gates_x);
+    const auto check = checker(fn, "gates_x", gates_x);
     const auto d = scan_dims(fn, gates_x, h0, 4);
     const int64_t T_ = d[0], B = d[1], H = d[2];
     check("gates_x", gates_x, {T_, B, 4 * H});
@@ -603,11 +598,12 @@ py::tuple lstm_scan_forward(py::array gates_x, std::optional<py::array> bias, py
     check("w_hh", w_hh, {4 * H, H}, false);
     return by_dtype(gates_x.dtype(), [&](auto zero) {
         using T = decltype(zero);
+        const Strided<T> w = weights<T>(fn, w_hh);  // checked here, with the GIL
         py::array out = pooled_array<T>({T_ + 1, B, H}), cache = pooled_array<T>({T_, B, 6 * H});
         {
             py::gil_scoped_release release;
             lstm_forward<T>(T_, B, H, ptr<T>(gates_x), ptr_or_null<T>(bias), ptr<T>(h0), ptr<T>(c0),
-                            weights<T>(fn, w_hh), reverse, mut<T>(out), mut<T>(cache));
+                            w, reverse, mut<T>(out), mut<T>(cache));
         }
         return py::make_tuple(out, cache);
     });
@@ -616,7 +612,7 @@ py::tuple lstm_scan_forward(py::array gates_x, std::optional<py::array> bias, py
 py::tuple lstm_scan_backward(py::array grad, py::array cache, py::array out, py::array h0, py::array c0,
                              py::array w_hh, bool reverse) {
     const char* fn = "lstm_scan_backward";
-    const auto check = checker(fn, grad);
+    const auto check = checker(fn, "grad", grad);
     if (cache.ndim() != 3 || cache.shape(2) % 6)
         throw py::value_error(std::string(fn) + ": expected cache (T, B, 6H), got " + shape_of(cache));
     const int64_t T_ = cache.shape(0), B = cache.shape(1), H = cache.shape(2) / 6;
@@ -629,12 +625,13 @@ py::tuple lstm_scan_backward(py::array grad, py::array cache, py::array out, py:
     check("w_hh", w_hh, {4 * H, H}, false);
     return by_dtype(grad.dtype(), [&](auto zero) {
         using T = decltype(zero);
+        const Strided<T> w = weights<T>(fn, w_hh);  // checked here, with the GIL
         py::array dgates = pooled_array<T>({T_, B, 4 * H}), dh0 = py::array_t<T>({B, H}),
                   dc0 = py::array_t<T>({B, H}), dw = py::array_t<T>({4 * H, H}), dbias = py::array_t<T>(4 * H);
         {
             py::gil_scoped_release release;
             lstm_backward<T>(T_, B, H, ptr<T>(grad), ptr<T>(cache), ptr<T>(out), ptr<T>(h0), ptr<T>(c0),
-                             weights<T>(fn, w_hh), reverse, mut<T>(dgates), mut<T>(dh0), mut<T>(dc0), mut<T>(dw),
+                             w, reverse, mut<T>(dgates), mut<T>(dh0), mut<T>(dc0), mut<T>(dw),
                              mut<T>(dbias));
         }
         return py::make_tuple(dgates, dh0, dc0, dw, dbias);
@@ -644,7 +641,7 @@ py::tuple lstm_scan_backward(py::array grad, py::array cache, py::array out, py:
 py::tuple gru_scan_forward(py::array gates_x, std::optional<py::array> bias, py::array h0, py::array w_hh,
                            py::array b_hh, bool reverse) {
     const char* fn = "gru_scan_forward";
-    const auto check = checker(fn, gates_x);
+    const auto check = checker(fn, "gates_x", gates_x);
     const auto d = scan_dims(fn, gates_x, h0, 3);
     const int64_t T_ = d[0], B = d[1], H = d[2];
     check("gates_x", gates_x, {T_, B, 3 * H});
@@ -654,10 +651,11 @@ py::tuple gru_scan_forward(py::array gates_x, std::optional<py::array> bias, py:
     check("b_hh", b_hh, {3 * H});
     return by_dtype(gates_x.dtype(), [&](auto zero) {
         using T = decltype(zero);
+        const Strided<T> w = weights<T>(fn, w_hh);  // checked here, with the GIL
         py::array out = pooled_array<T>({T_, B, H}), cache = pooled_array<T>({T_, B, 4 * H});
         {
             py::gil_scoped_release release;
-            gru_forward<T>(T_, B, H, ptr<T>(gates_x), ptr_or_null<T>(bias), ptr<T>(h0), weights<T>(fn, w_hh),
+            gru_forward<T>(T_, B, H, ptr<T>(gates_x), ptr_or_null<T>(bias), ptr<T>(h0), w,
                            ptr<T>(b_hh), reverse, mut<T>(out), mut<T>(cache));
         }
         return py::make_tuple(out, cache);
@@ -667,7 +665,7 @@ py::tuple gru_scan_forward(py::array gates_x, std::optional<py::array> bias, py:
 py::tuple gru_scan_backward(py::array grad, py::array cache, py::array out, py::array h0, py::array w_hh,
                             bool reverse) {
     const char* fn = "gru_scan_backward";
-    const auto check = checker(fn, grad);
+    const auto check = checker(fn, "grad", grad);
     if (cache.ndim() != 3 || cache.shape(2) % 4)
         throw py::value_error(std::string(fn) + ": expected cache (T, B, 4H), got " + shape_of(cache));
     const int64_t T_ = cache.shape(0), B = cache.shape(1), H = cache.shape(2) / 4;
@@ -679,11 +677,12 @@ py::tuple gru_scan_backward(py::array grad, py::array cache, py::array out, py::
     check("w_hh", w_hh, {3 * H, H}, false);
     return by_dtype(grad.dtype(), [&](auto zero) {
         using T = decltype(zero);
+        const Strided<T> w = weights<T>(fn, w_hh);  // checked here, with the GIL
         py::array dgx = pooled_array<T>({T_, B, 3 * H}), dh0 = py::array_t<T>({B, H}), dw = py::array_t<T>({3 * H, H}),
                   db_hh = py::array_t<T>(3 * H), dbias = py::array_t<T>(3 * H);
         {
             py::gil_scoped_release release;
-            gru_backward<T>(T_, B, H, ptr<T>(grad), ptr<T>(cache), ptr<T>(out), ptr<T>(h0), weights<T>(fn, w_hh),
+            gru_backward<T>(T_, B, H, ptr<T>(grad), ptr<T>(cache), ptr<T>(out), ptr<T>(h0), w,
                             reverse, mut<T>(dgx), mut<T>(dh0), mut<T>(dw), mut<T>(db_hh), mut<T>(dbias));
         }
         return py::make_tuple(dgx, dh0, dw, db_hh, dbias);
@@ -712,7 +711,7 @@ struct Activation {
 template <bool Tanh>
 void activation(py::array out, py::array x) {
     const char* fn = Tanh ? "rnn_tanh" : "rnn_sigmoid";
-    const auto check = checker(fn, x);
+    const auto check = checker(fn, "x", x);
     std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
     check("x", x, shape);
     check("out", out, shape);

@@ -201,7 +201,7 @@ void launch(const char* name, py::array& out, const py::array& a, const py::arra
         if (!x) continue;
         if (!flat && x->ndim() != 2)
             throw py::value_error(fn + ": expected 2-D (rows, n) arrays, got shape " + shape_of(*x));
-        if (!x->dtype().is(out.dtype()))
+        if (!x->dtype().equal(out.dtype()))
             throw py::type_error(fn + ": all arrays must have one dtype, got " + dtype_of(out) + " and " +
                                  dtype_of(*x));
         if (x->ndim() != out.ndim() || !std::equal(x->shape(), x->shape() + x->ndim(), out.shape()))
@@ -220,9 +220,9 @@ void launch(const char* name, py::array& out, const py::array& a, const py::arra
         py::gil_scoped_release release;
         run_rows<K, T>(o, pa, pb, rows, n);
     };
-    if (out.dtype().is(py::dtype::of<float>()))
+    if (out.dtype().equal(py::dtype::of<float>()))
         call(0.0f);
-    else if (out.dtype().is(py::dtype::of<double>()))
+    else if (out.dtype().equal(py::dtype::of<double>()))
         call(0.0);
     else
         throw py::type_error(fn + ": expected float32 or float64 arrays, got " + dtype_of(out));

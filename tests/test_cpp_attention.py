@@ -279,3 +279,25 @@ def test_cpp_is_the_default_cpu_attention(monkeypatch):
         assert {backend.selected(name) for name in PRIMITIVES} == {"cpp"}
     finally:
         backend._tables.clear()
+
+
+def test_equal_dtypes_that_are_other_objects_are_taken():
+    """An unpickled array's dtype equals float32 without being NumPy's float32 object: still the kernels."""
+    import pickle
+    q = pickle.loads(pickle.dumps(np.random.default_rng(0).standard_normal((1, 2, 5, 8)).astype(np.float32)))
+    assert q.dtype == np.float32
+    out, lse = cpp.attention_forward(q, q, q, None, True, 0.5)
+    ref_out, ref_lse = numpy_ref.attention_forward(q, q, q, None, True, 0.5)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-5, atol=1e-6)
+
+
+def test_strides_that_are_not_whole_elements_use_the_reference():
+    rec = np.zeros((1, 1, 4, 8), dtype=[("q", "<f4"), ("pad", "i1")])
+    rec["q"] = np.random.default_rng(1).standard_normal((1, 1, 4, 8))
+    q = rec["q"]
+    assert q.strides[-1] % q.itemsize
+    out, lse = cpp.attention_forward(q, q, q, None, False, 1.0)
+    ref_out, ref_lse = numpy_ref.attention_forward(q, q, q, None, False, 1.0)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(lse, ref_lse)

@@ -193,3 +193,49 @@ def test_bias_that_does_not_match_is_a_value_error():
     x, w = np.zeros((2, 3, 5, 5), np.float32), np.zeros((4, 3, 3, 3), np.float32)
     with pytest.raises(ValueError, match=r"bias \(3,\) does not match weight \(4, 3, 3, 3\)"):
         _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), 1, np.zeros(3, np.float32))
+
+
+def test_empty_batch():
+    """N = 0: an output of N = 0 and a zero weight gradient (as PyTorch), no crash."""
+    x, w = np.zeros((0, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    geometry = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    out = cpp.conv2d_forward(x, w, *geometry)
+    assert out.shape == (0, 3, 5, 5)
+    dx, dw = cpp.conv2d_backward(np.zeros_like(out), x, w, *geometry)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+
+
+@pytest.mark.parametrize("w_shape, stride, message", [
+    ((1, 1, 4, 1), (3, 1), "does not fit the padded input"),  # (2 - 4) // 3 + 1 = 0 rows, not 1 (C's truncation)
+    ((1, 1, 1, 0), (1, 1), "at least 1 x 1"),
+])
+def test_kernels_that_do_not_fit_are_value_errors(w_shape, stride, message):
+    x, w = np.ones((1, 1, 2, 2), np.float32), np.ones(w_shape, np.float32)
+    with pytest.raises(ValueError, match=message):
+        _C.conv2d_forward_f32(x, w, stride, (0, 0, 0, 0), (1, 1000), 1, None)
+
+
+def test_infinities_and_nans_reach_only_what_they_touch():
+    """With unit stride the kernels compute on a grid whose columns past the output read real pixels; a nan in
+    the input or an inf in the weight must still give the reference's nans (where they meet a zero of dout or
+    of the padding: 0 * inf), and no others."""
+    geometry = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    x = np.ones((2, 2, 5, 6), np.float64)
+    x[0, 1, 2, 5] = np.nan
+    x[1, 0, 0, 0] = np.inf
+    w = np.ones((3, 2, 3, 3), np.float64)
+    w[1, 0, 1, 0] = np.inf
+    dout = np.ones((2, 3, 5, 6), np.float64)
+    dout[1, 2, 4, :] = 0
+    got, ref = cpp.conv2d_backward(dout, x, w, *geometry), numpy_ref.conv2d_backward(dout, x, w, *geometry)
+    with np.errstate(invalid="ignore"):
+        for g, r in zip(got, ref):
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+            np.testing.assert_allclose(np.where(np.isfinite(r), g, 0), np.where(np.isfinite(r), r, 0), rtol=1e-12)
+
+
+def test_a_dtype_that_is_not_the_kernels_is_a_type_error():
+    x, w = np.zeros((1, 1, 4, 4), np.float64), np.zeros((1, 1, 3, 3), np.float32)
+    with pytest.raises(TypeError, match="x is float64, expected float32"):
+        _C.conv2d_forward_f32(x, w, (1, 1), (0, 0, 0, 0), (1, 1), 1, None)

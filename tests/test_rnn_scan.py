@@ -310,6 +310,24 @@ def test_kernels_check_their_arguments():
         _C.lstm_scan_backward(out[:3], cache, out, h0, c0, w, False)
     with pytest.raises(ValueError, match=r"cache \(T, B, 4H\)"):
         _C.gru_scan_backward(out, cache[..., :5], out, h0, w, False)
+    with pytest.raises(TypeError, match="cache is float64 but grad is float32"):
+        _C.lstm_scan_backward(out, cache.astype(np.float64), out, h0, c0, w, False)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_empty_batch_gives_zero_gradients(name):
+    """B = 0: zero bias and weight gradients (no rows to sum), as numpy_ref; no read past the empty arrays."""
+    grads = {}
+    for which in ("cpp", "numpy"):
+        mg.manual_seed(0)
+        layer = getattr(nn, name)(4, 8)
+        x = mg.tensor(np.zeros((3, 0, 4), np.float32), requires_grad=True)
+        with backend.use(which):
+            layer(x)[0].sum().backward()
+        grads[which] = {n: p.grad.numpy() for n, p in layer.named_parameters()}
+    for n, ref in grads["numpy"].items():
+        np.testing.assert_array_equal(grads["cpp"][n], ref, err_msg=n)
+        assert not np.any(ref), n
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -115,29 +115,32 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
 
 
 # ---- scaled dot-product attention (cpp/attention.cpp) -----------------------------------------------
-# The kernels read q, k, v (and dout, out, lse) with any strides, and the bias broadcast with stride 0;
-# the bias is converted to q's dtype first (as numpy_ref's in-place `scores += bias` casts it).
+# The kernels read q, k, v (and dout, out, lse) with any strides of whole elements (others go to the
+# reference), and the bias broadcast with stride 0; the bias is converted to q's dtype first (results
+# match numpy_ref within rounding).
 
 
-def _attention_dtype_ok(*arrays):
-    return arrays[0].dtype in _SOFTMAX_DTYPES and all(a.dtype == arrays[0].dtype for a in arrays)
+def _attention_ok(*arrays):
+    """float32 or float64, one dtype, strides of whole elements (a field of a record array has others)."""
+    return (arrays[0].dtype in _SOFTMAX_DTYPES and all(a.dtype == arrays[0].dtype for a in arrays)
+            and all(s % a.itemsize == 0 for a in arrays for s in a.strides))
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
     """q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,Dv), bias broadcastable to (B,H,Tq,Tk) or None ->
     (out (B,H,Tq,Dv), lse (B,H,Tq)); float32/float64 in C++, other dtypes in numpy_ref."""
-    if not _attention_dtype_ok(q, k, v):
+    kernel_bias = None if bias is None or not _attention_ok(q) else np.asarray(bias, q.dtype)
+    if not _attention_ok(q, k, v, *([] if kernel_bias is None else [kernel_bias])):
         return numpy_ref.attention_forward(q, k, v, bias, is_causal, scale)
-    bias = None if bias is None else np.asarray(bias, q.dtype)
-    return _C.attention_forward(q, k, v, bias, bool(is_causal), float(scale))
+    return _C.attention_forward(q, k, v, kernel_bias, bool(is_causal), float(scale))
 
 
 def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
     """-> (dq, dk, dv), shaped like q, k, v; out and lse as attention_forward returned them."""
-    if not _attention_dtype_ok(dout, q, k, v, out, lse):
+    kernel_bias = None if bias is None or not _attention_ok(q) else np.asarray(bias, q.dtype)
+    if not _attention_ok(dout, q, k, v, out, lse, *([] if kernel_bias is None else [kernel_bias])):
         return numpy_ref.attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale)
-    bias = None if bias is None else np.asarray(bias, q.dtype)
-    return _C.attention_backward(dout, q, k, v, out, lse, bias, bool(is_causal), float(scale))
+    return _C.attention_backward(dout, q, k, v, out, lse, kernel_bias, bool(is_causal), float(scale))
 
 
 # ---- LSTM / GRU layers over a sequence (cpp/rnn.cpp) ------------------------------------------------------
