@@ -44,6 +44,7 @@
 
 #include "gemm.h"
 #include "minigrad.h"
+#include "pool.h"
 #include "simd.h"
 
 namespace py = pybind11;
@@ -410,7 +411,7 @@ py::array_t<T> conv2d_forward(const py::array& x, const py::array& w, std::array
             throw std::invalid_argument("conv2d: bias " + shape_of(*bias) + " does not match weight " + shape_of(w));
         pb = data_of<T>(*bias, "bias");
     }
-    py::array_t<T> out({x.shape(0), w.shape(0), g.Ho, g.Wo});
+    py::array_t<T> out = pooled_array<T>({x.shape(0), w.shape(0), g.Ho, g.Wo});  // (pool.h: no page faults)
     T* po = out.mutable_data();
     py::gil_scoped_release release;
     forward(g, x.shape(0), groups, px, pw, pb, po);
@@ -430,7 +431,7 @@ py::tuple conv2d_backward(const py::array& dout, const py::array& x, const py::a
     py::object dx = py::none(), dw = py::none();
     T *pdx = nullptr, *pdw = nullptr;
     if (need_dx) {
-        py::array_t<T> a({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
+        py::array_t<T> a = pooled_array<T>({x.shape(0), x.shape(1), x.shape(2), x.shape(3)});
         pdx = a.mutable_data();
         dx = a;
     }
