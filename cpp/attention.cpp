@@ -34,8 +34,10 @@
 // Numerics: the row max is subtracted before every exp (no overflow whatever the magnitude of the
 // scores); a row whose running max is still -inf has seen only masked keys and gets P = 0 (exp(-inf -
 // -inf) would be nan); the causal mask and the padding of the last key block are -inf scores, whose
-// exp is exactly 0. exp is simd.h's vexp (< 1 ulp), the products accumulate with FMAs in another
-// order than NumPy's matmul: results match numpy_ref within float rounding, not to the bit.
+// exp is exactly 0. A causally hidden key stays hidden whatever its bias: an inf or nan bias there is
+// never added (as in the Numba kernels; numpy_ref adds it to the -inf first, which makes the row nan).
+// exp is simd.h's vexp (< 1 ulp), the products accumulate with FMAs in another order than NumPy's
+// matmul: results match numpy_ref within float rounding, not to the bit.
 //
 // SIMD: the task functions are written once on simd.h's vectors and compiled per instruction set
 // (AVX-512, AVX2+FMA, portable) as in softmax.cpp; the version chosen there (simd_isa()) runs here.

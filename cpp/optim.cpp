@@ -321,6 +321,9 @@ std::vector<int64_t> adam_foreach(const py::sequence& params, const py::sequence
     if (exp_avgs.is_none() || exp_avg_sqs.is_none() || (amsgrad && max_exp_avg_sqs.is_none()))
         throw py::value_error("adam_foreach_: exp_avgs and exp_avg_sqs (and max_exp_avg_sqs with amsgrad) are "
                               "needed");
+    if (!(0 <= beta1 && beta1 < 1) || !(0 <= beta2 && beta2 <= 1))  // (else 1 / 0 or sqrt(< 0), where numpy_ref raises)
+        throw py::value_error("adam_foreach_: betas must be in [0, 1) and [0, 1], got " + std::to_string(beta1) +
+                              " and " + std::to_string(beta2));
     std::vector<double> step_sizes, sqrt_bc2;  // the bias corrections, per tensor, as numpy_ref computes them
     for (int64_t step : steps) {
         if (step < 1) throw py::value_error("adam_foreach_: step counts start at 1, got " + std::to_string(step));

@@ -285,6 +285,9 @@ def test_errors():
         _C.adam_foreach_([p], [g], [p], [p], None, [0], 1e-3, 0.9, 0.999, 1e-8, 0.0, False, False, False)
     with pytest.raises(ValueError, match="max_exp_avg_sqs"):
         _C.adam_foreach_([p], [g], [p], [p], None, [1], 1e-3, 0.9, 0.999, 1e-8, 0.0, False, True, False)
+    for beta1, beta2 in ((1.0, 0.999), (0.9, 1.5), (-0.1, 0.999)):  # numpy_ref raises on 1 / 0 or sqrt(< 0)
+        with pytest.raises(ValueError, match="betas must be in"):
+            _C.adam_foreach_([p], [g], [p], [p], None, [1], 1e-3, beta1, beta2, 1e-8, 0.0, False, False, False)
     with pytest.raises(ValueError, match="exp_avg_sqs has 2 entries, params has 1"):
         _C.adam_foreach_([p], [g], [p], [p, p], None, [1], 1e-3, 0.9, 0.999, 1e-8, 0.0, False, False, False)
 
