@@ -499,8 +499,6 @@ void run_tasks(bool forward, const Problem<T>& pr, int64_t tasks) {
 
 // ---- Python bindings ------------------------------------------------------------------------------------
 
-std::string shape_of(const py::array& x) { return py::repr(x.attr("shape")).cast<std::string>(); }
-
 // x as a View of `ndim` dims broadcast to `shape` (dims aligned right; a missing dim or one of size 1 is
 // broadcast with stride 0); ValueError naming `what` when x does not broadcast to it.
 template <class T>

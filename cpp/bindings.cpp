@@ -22,6 +22,12 @@ static std::atomic<int> g_num_threads{omp_get_max_threads()};  // OMP_NUM_THREAD
 
 int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 
+std::string shape_of(const py::array& x) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < x.ndim(); ++d) s += (d ? ", " : "") + std::to_string(x.shape(d));
+    return s + (x.ndim() == 1 ? ",)" : ")");
+}
+
 // The versions of the SIMD row kernels (simd.h), best first; g_isa indexes the one in use: the best this
 // CPU runs, unless a test or a benchmark picks another with set_simd_kernel.
 static const char* const kIsaNames[] = {"avx512", "avx2", "portable"};

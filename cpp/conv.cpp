@@ -359,8 +359,6 @@ void weight_grad(const Geometry& g, int64_t images, int64_t groups, const T* dou
 
 // ---- Python entry points ---------------------------------------------------------------------------
 
-std::string shape_of(const py::array& a) { return py::repr(a.attr("shape")).cast<std::string>(); }
-
 template <class T>
 const T* data_of(const py::array& a, const char* name) {
     if (!a.dtype().equal(py::dtype::of<T>()))

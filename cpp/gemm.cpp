@@ -461,7 +461,6 @@ bool element_strides(const py::array& x, int64_t* out) {
     return true;
 }
 
-std::string shape_of(const py::array& x) { return py::repr(x.attr("shape")).cast<std::string>(); }
 
 // a (..., m, k) @ b (..., k, n) with NumPy's batch broadcasting, or None when a stride is not whole
 // elements. The batch loop walks a and b with their own strides (0 along a broadcast dim), so no

@@ -4,15 +4,21 @@
 // function, called once from bindings.cpp (the only PYBIND11_MODULE).
 #pragma once
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <exception>
+#include <string>
 
 namespace minigrad {
 
 // Threads used by every OpenMP region of the extension (set_num_threads() in Python sets it).
 // One global instead of omp_set_num_threads, whose setting only reaches the calling thread.
 int num_threads();
+
+// x's shape as Python writes a tuple, "(2, 3)" or "(4,)", for error messages (no Python call: safe without
+// the GIL).
+std::string shape_of(const pybind11::array& x);
 
 // The instruction set of the SIMD kernels written on simd.h (softmax, attention, rnn, optim): 0 AVX-512,
 // 1 AVX2+FMA, 2 portable; the best this CPU runs, unless set_simd_kernel picked another (bindings.cpp).

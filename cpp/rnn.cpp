@@ -452,8 +452,6 @@ void gru_backward(int64_t steps, int64_t B, int64_t H, const T* grad, const T* c
 
 // ---- Python bindings -------------------------------------------------------------------------------------
 
-std::string shape_of(const py::array& x) { return py::repr(x.attr("shape")).cast<std::string>(); }
-
 // Checks of the arguments of one call: one dtype (float32 or float64) for all, shapes as expected,
 // C-contiguous (except the weights, read with their strides).
 struct Checker {

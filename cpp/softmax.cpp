@@ -184,12 +184,6 @@ void run_rows(T* out, const T* a, const T* b, int64_t rows, int64_t n) {
 
 // ---- Python bindings -------------------------------------------------------------------------------
 
-std::string shape_of(const py::array& x) {
-    std::string s = "(";
-    for (py::ssize_t d = 0; d < x.ndim(); ++d) s += (d ? ", " : "") + std::to_string(x.shape(d));
-    return s + (x.ndim() == 1 ? ",)" : ")");
-}
-
 std::string dtype_of(const py::array& x) { return py::str(x.dtype()); }
 
 // out = K(a[, b]) over the rows of 2-D arrays of one shape and dtype (float32 or float64), all

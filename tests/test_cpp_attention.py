@@ -30,19 +30,11 @@ from attention_support import attention_error_scales  # tests/ is on sys.path un
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
 from minigrad.backend import cpp  # noqa: E402  (needs _C)
+from cpp_support import assert_cpp_is_default, simd_kernel as kernel  # noqa: E402,F401  (a fixture)
 
 DTYPES = [np.float32, np.float64]
 ATOL = {np.float32: 1e-5, np.float64: 1e-10}
 PRIMITIVES = ("attention_forward", "attention_backward")
-
-
-@pytest.fixture(params=_C.simd_kernels())
-def kernel(request):
-    """Run the test with each version of the kernels this CPU supports (attention follows the softmax's)."""
-    before = _C.simd_kernel()
-    _C.set_simd_kernel(request.param)
-    yield request.param
-    _C.set_simd_kernel(before)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
@@ -273,12 +265,7 @@ def test_same_result_with_one_and_two_threads(restore_threads, dtype, causal, bi
 
 
 def test_cpp_is_the_default_cpu_attention(monkeypatch):
-    monkeypatch.delenv("MINIGRAD_BACKEND", raising=False)
-    backend._tables.clear()
-    try:
-        assert {backend.selected(name) for name in PRIMITIVES} == {"cpp"}
-    finally:
-        backend._tables.clear()
+    assert_cpp_is_default(monkeypatch, PRIMITIVES)
 
 
 def test_equal_dtypes_that_are_other_objects_are_taken():

@@ -25,6 +25,7 @@ from minigrad.testing import gradcheck
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
 from minigrad.backend import cpp  # noqa: E402  (needs _C)
+from cpp_support import assert_cpp_is_default, gemm_kernel  # noqa: E402,F401  (a fixture)
 
 import test_numba_kernels_b as table  # noqa: E402  (the conv2d rows; tests/ is on sys.path under pytest)
 from test_numba_kernels import DTYPES, assert_matches  # noqa: E402
@@ -62,14 +63,6 @@ def _rows():
 
 
 ROWS = _rows()
-
-
-@pytest.fixture(params=_C.gemm_kernels())
-def gemm_kernel(request):
-    before = _C.gemm_kernel()
-    _C.set_gemm_kernel(request.param)
-    yield request.param
-    _C.set_gemm_kernel(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -122,8 +115,8 @@ def test_same_results_with_one_and_two_threads(row_id, dtype, restore_threads):
         np.testing.assert_array_equal(one, two)
 
 
-def test_cpp_is_the_default():
-    assert backend.selected("conv2d_forward") == backend.selected("conv2d_backward") == "cpp"
+def test_cpp_is_the_default(monkeypatch):
+    assert_cpp_is_default(monkeypatch, ("conv2d_forward", "conv2d_backward"))
 
 
 def test_other_dtypes_go_to_the_reference():

@@ -24,6 +24,7 @@ from minigrad.testing import gradcheck
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
 from minigrad.backend import cpp  # noqa: E402  (needs _C)
+from cpp_support import assert_cpp_is_default, gemm_kernel as kernel  # noqa: E402,F401  (a fixture)
 
 ATOL = {np.float32: 1e-5, np.float64: 1e-10}
 
@@ -99,15 +100,6 @@ BATCHED = [
 ]
 
 
-@pytest.fixture(params=_C.gemm_kernels())
-def kernel(request):
-    """Run the test with each micro-kernel this CPU supports."""
-    before = _C.gemm_kernel()
-    _C.set_gemm_kernel(request.param)
-    yield request.param
-    _C.set_gemm_kernel(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shapes", SHAPES + BATCHED, ids=str)
@@ -167,12 +159,7 @@ def test_non_finite_values_propagate_like_numpy():
 
 
 def test_cpp_is_the_default_cpu_matmul(monkeypatch):
-    monkeypatch.delenv("MINIGRAD_BACKEND", raising=False)
-    backend._tables.clear()
-    try:
-        assert backend.selected("matmul") == "cpp"
-    finally:
-        backend._tables.clear()
+    assert_cpp_is_default(monkeypatch, ("matmul",))
 
 
 # ---- gradients through the autograd, with the C++ backend forced ---------------------------------

@@ -23,6 +23,7 @@ from minigrad.backend import numpy_ref
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
 from minigrad.backend import cpp  # noqa: E402  (needs _C)
+from cpp_support import simd_kernel as kernel  # noqa: E402,F401  (a fixture)
 
 # odd sizes around the vector widths, size 1, 0-d, empty, a chunk-crossing one (the kernels' chunks are
 # 2^14 elements), and enough elements in all (> 2^15) that the kernels start threads
@@ -37,16 +38,6 @@ ADAM_OPTIONS = [  # weight_decay, decoupled, amsgrad, maximize
     (0.01, True, True, True), (0.0, False, True, True),
 ]
 BETAS = [(0.9, 0.999), (0.5, 0.8)]
-
-
-@pytest.fixture(params=_C.simd_kernels())
-def kernel(request):
-    """Run the test with each version of the kernels this CPU supports (set_simd_kernel picks the
-    instruction set of every simd.h kernel)."""
-    before = _C.simd_kernel()
-    _C.set_simd_kernel(request.param)
-    yield request.param
-    _C.set_simd_kernel(before)
 
 
 def strided(x):

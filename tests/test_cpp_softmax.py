@@ -27,18 +27,10 @@ from softmax_support import softmax_error_scale  # tests/ is on sys.path under p
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
 from minigrad.backend import cpp  # noqa: E402  (needs _C)
+from cpp_support import assert_cpp_is_default, simd_kernel as kernel  # noqa: E402,F401  (a fixture)
 
 ATOL = {np.float32: 1e-5, np.float64: 1e-10}
 PRIMITIVES = ["softmax_forward", "log_softmax_forward", "softmax_backward", "log_softmax_backward"]
-
-
-@pytest.fixture(params=_C.simd_kernels())
-def kernel(request):
-    """Run the test with each version of the kernels this CPU supports."""
-    before = _C.simd_kernel()
-    _C.set_simd_kernel(request.param)
-    yield request.param
-    _C.set_simd_kernel(before)
 
 
 def uniform(shape, dtype, seed, scale=1.0):
@@ -162,12 +154,7 @@ def test_kernels_check_their_arguments():
 
 
 def test_cpp_is_the_default_cpu_softmax(monkeypatch):
-    monkeypatch.delenv("MINIGRAD_BACKEND", raising=False)
-    backend._tables.clear()
-    try:
-        assert {backend.selected(name) for name in PRIMITIVES} == {"cpp"}
-    finally:
-        backend._tables.clear()
+    assert_cpp_is_default(monkeypatch, PRIMITIVES)
 
 
 # ---- the vector exp ---------------------------------------------------------------------------------

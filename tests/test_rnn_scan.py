@@ -25,19 +25,11 @@ from minigrad.testing import gradcheck
 _C = pytest.importorskip("minigrad._C", reason="the C++ extension minigrad._C is not built "
                          "(needs a C++17 compiler with OpenMP at install time)")
 from minigrad.backend import cpp  # noqa: E402  (needs _C)
+from cpp_support import assert_cpp_is_default, simd_kernel as kernel  # noqa: E402,F401  (a fixture)
 
 TOL = {np.float32: dict(rtol=1e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 SCANS = ["lstm", "gru"]
 GATES = {"lstm": 4, "gru": 3}
-
-
-@pytest.fixture(params=_C.simd_kernels())
-def kernel(request):
-    """Run the test with each version of the step kernels this CPU supports."""
-    before = _C.simd_kernel()
-    _C.set_simd_kernel(request.param)
-    yield request.param
-    _C.set_simd_kernel(before)
 
 
 def scan_args(kind, T, B, H, dtype, seed, bias=True, scale=1.0):
@@ -226,12 +218,7 @@ PRIMS = ["lstm_scan_forward", "lstm_scan_backward", "gru_scan_forward", "gru_sca
 
 def test_cpp_is_the_default_cpu_scan(monkeypatch):
     """So nn.LSTM / nn.GRU (and their torch-parity tests in tests/test_nn_rnn.py) run these kernels."""
-    monkeypatch.delenv("MINIGRAD_BACKEND", raising=False)
-    backend._tables.clear()
-    try:
-        assert {backend.selected(name) for name in PRIMS} == {"cpp"}
-    finally:
-        backend._tables.clear()
+    assert_cpp_is_default(monkeypatch, PRIMS)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(bias=False), dict(bidirectional=True, num_layers=2)],

@@ -30,6 +30,16 @@ from minigrad import _C
 from minigrad.backend import numpy_ref
 
 
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _in_cpp(*arrays):
+    """Whether the kernels below take these arrays (None for an absent one): all float32 or all float64.
+    Anything else goes to numpy_ref."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    return len(dtypes) == 1 and dtypes <= set(_KERNEL_DTYPES)
+
+
 def matmul(a, b):
     """a (..., m, k) @ b (..., k, n) -> (..., m, n), batch dims broadcast, as `numpy.matmul`;
     float32 and float64 (both operands the same dtype, at least 2-D) in C++, anything else (and
@@ -43,13 +53,10 @@ def matmul(a, b):
 # first moved last (np.moveaxis, a view) and made contiguous (np.ascontiguousarray: a copy, of a
 # transposed or strided input only); the result is moved back, as a view, so it has the input's shape.
 
-_SOFTMAX_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _along_rows(name, axis, *arrays):
     """`_C.<name>(out, *rows)` on the arrays (one shape and dtype) seen as rows along `axis`; returns
     out (the arrays' shape). Dtypes other than float32/float64 go to numpy_ref."""
-    if arrays[0].dtype not in _SOFTMAX_DTYPES or any(a.dtype != arrays[0].dtype for a in arrays):
+    if not _in_cpp(*arrays):
         return getattr(numpy_ref, name)(*arrays, axis)
     ndim = arrays[0].ndim
     moved = [np.moveaxis(a, axis, -1) if ndim else a.reshape(1) for a in arrays]  # a 0-d array: one row
@@ -84,9 +91,6 @@ def log_softmax_backward(dout, out, axis):
 # GEMMs on implicit image patches: the kernels read x, weight and dout as C-contiguous arrays of one dtype
 # (a copy, only of an input that is not); any stride, padding, dilation and groups.
 
-_CONV = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-
-
 def _conv_args(stride, padding, dilation, groups):
     (top, bottom), (left, right) = padding
     return tuple(stride), (top, bottom, left, right), tuple(dilation), groups
@@ -95,10 +99,9 @@ def _conv_args(stride, padding, dilation, groups):
 def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     """x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None -> out (N, O, Ho, Wo); padding ((top,
     bottom), (left, right)). The bias is added as the output is written."""
-    suffix = _CONV.get(x.dtype)
-    if suffix is None or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+    if not _in_cpp(x, weight, bias):
         return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups, bias)
-    forward = getattr(_C, "conv2d_forward_" + suffix)
+    forward = _C.conv2d_forward_f32 if x.dtype == np.float32 else _C.conv2d_forward_f64
     return forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), *_conv_args(stride, padding, dilation, groups),
                    None if bias is None else np.ascontiguousarray(bias))
 
@@ -106,10 +109,9 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
 def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
     """-> (dx (N, C, H, W), dweight (O, C/groups, kh, kw)) for out = conv2d_forward(x, weight, ...), each None
     where `needs` (need dx, need dweight) says it is not wanted."""
-    suffix = _CONV.get(x.dtype)
-    if suffix is None or weight.dtype != x.dtype or dout.dtype != x.dtype:
+    if not _in_cpp(dout, x, weight):
         return numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs)
-    backward = getattr(_C, "conv2d_backward_" + suffix)
+    backward = _C.conv2d_backward_f32 if x.dtype == np.float32 else _C.conv2d_backward_f64
     return tuple(backward(*(np.ascontiguousarray(a) for a in (dout, x, weight)),
                           *_conv_args(stride, padding, dilation, groups), *needs))
 
@@ -121,9 +123,8 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
 
 
 def _attention_ok(*arrays):
-    """float32 or float64, one dtype, strides of whole elements (a field of a record array has others)."""
-    return (arrays[0].dtype in _SOFTMAX_DTYPES and all(a.dtype == arrays[0].dtype for a in arrays)
-            and all(s % a.itemsize == 0 for a in arrays for s in a.strides))
+    """_in_cpp, and strides of whole elements (a field of a record array has others)."""
+    return _in_cpp(*arrays) and all(s % a.itemsize == 0 for a in arrays for s in a.strides)
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
@@ -144,12 +145,6 @@ def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
 
 
 # ---- LSTM / GRU layers over a sequence (cpp/rnn.cpp) ------------------------------------------------------
-
-
-def _in_cpp(*arrays):
-    """Whether the scan kernels take these arrays (None for an absent bias): all float32 or all float64."""
-    dtypes = {a.dtype for a in arrays if a is not None}
-    return len(dtypes) == 1 and dtypes <= set(_SOFTMAX_DTYPES)
 
 
 def _c(a):
