@@ -3,12 +3,24 @@
 This module is the oracle every accelerated kernel (C++, Numba, CUDA) is tested against, so each
 function is the most obvious correct NumPy expression, with the numerically stable form where it
 matters (softmax, log-softmax, sigmoid). `dtype` arguments are NumPy dtypes.
+
+It also runs on CuPy arrays: the CUDA backend falls back to it for the primitives that have no kernel
+of their own. NumPy hands a call such as `np.exp(a)` or `np.sum(a)` on a CuPy array to CuPy (its
+`__array_ufunc__` / `__array_function__` protocols), so the code reads as plain NumPy; the one thing
+to spell out is where a function creates an array from a shape (`np.zeros(shape)` has no array
+argument to dispatch on): those name the array module of their inputs, `_xp(a)`.
 """
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
+
+
+def _xp(a):
+    """The array module of `a`: numpy, or cupy for a CuPy array."""
+    return sys.modules["cupy"] if type(a).__module__.startswith("cupy") else np
 
 # ---- creation and conversion ------------------------------------------------------------------
 
@@ -281,9 +293,9 @@ def take_along_axis(x, index, axis):
 
 
 def scatter_add_along_axis(shape, index, values, axis, dtype):
-    out = np.zeros(shape, dtype=dtype)
+    out = _xp(values).zeros(shape, dtype=dtype)
     # Build a full index tuple: `index` along `axis`, the broadcast position along every other axis.
-    grids = list(np.indices(index.shape, sparse=True))
+    grids = list(_xp(index).indices(index.shape, sparse=True))
     grids[axis] = index
     np.add.at(out, tuple(grids), values)
     return out
@@ -348,7 +360,7 @@ def embedding_backward(dout, indices, num_embeddings, padding_idx):
     # from. np.add.at is unbuffered, so a row read several times accumulates all its gradients. The
     # padding row gets no gradient: it stays a fixed (usually zero) vector.
     dim = dout.shape[-1]
-    dweight = np.zeros((num_embeddings, dim), dtype=dout.dtype)
+    dweight = _xp(dout).zeros((num_embeddings, dim), dtype=dout.dtype)
     np.add.at(dweight, np.reshape(indices, -1), np.reshape(dout, (-1, dim)))
     if padding_idx is not None:
         dweight[padding_idx] = 0
@@ -483,7 +495,7 @@ def _attention_scores(q, k, bias, is_causal, scale):
     if bias is not None:
         s += bias  # broadcasts over (B, H, Tq, Tk)
     if is_causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
-        s += np.triu(np.full(s.shape[-2:], -np.inf, dtype=s.dtype), k=1)  # -inf above the diagonal, else 0
+        s += np.triu(_xp(s).full(s.shape[-2:], -np.inf, dtype=s.dtype), k=1)  # -inf above the diagonal, else 0
     return s
 
 
@@ -546,7 +558,7 @@ def cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoot
     n, c = logprobs.shape
     ignored = targets == ignore_index
     dlogits = np.exp(logprobs)
-    dlogits[np.arange(n), np.where(ignored, 0, targets)] -= 1 - label_smoothing
+    dlogits[_xp(targets).arange(n), np.where(ignored, 0, targets)] -= 1 - label_smoothing
     if label_smoothing:
         dlogits -= label_smoothing / c
     return np.where(ignored[:, None], 0, dlogits * dlosses[:, None]).astype(logprobs.dtype, copy=False)
@@ -567,8 +579,8 @@ def _windows(xp, kernel, stride, dilation):
     n, c, hp, wp = xp.shape
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     sn, sc, sy, sx = xp.strides
-    return np.lib.stride_tricks.as_strided(xp, (n, c, kh, kw, ho, wo), (sn, sc, sy * dh, sx * dw, sy * sh, sx * sw),
-                                           writeable=False)
+    return _xp(xp).lib.stride_tricks.as_strided(xp, (n, c, kh, kw, ho, wo),
+                                                (sn, sc, sy * dh, sx * dw, sy * sh, sx * sw), writeable=False)
 
 
 def _col2im(cols, padded_shape, stride, dilation):
@@ -576,7 +588,7 @@ def _col2im(cols, padded_shape, stride, dilation):
     strides, broadcast views too) added at the position the window view read it from."""
     _, _, kh, kw, ho, wo = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
-    out = np.zeros(padded_shape, dtype=cols.dtype)
+    out = _xp(cols).zeros(padded_shape, dtype=cols.dtype)
     for a in range(kh):
         for b in range(kw):  # within one offset the positions are distinct, so += is a scatter-add
             out[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += cols[:, :, a, b]
@@ -653,8 +665,8 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     local = np.argmax(flat, axis=2)
     out = np.take_along_axis(flat, local[:, :, None], axis=2)[:, :, 0]
     a, b = np.divmod(local, kernel[1])
-    rows = np.arange(ho)[:, None] * stride[0] - padding[0]  # each window's top-left corner in the input
-    cols = np.arange(wo)[None, :] * stride[1] - padding[1]
+    rows = _xp(x).arange(ho)[:, None] * stride[0] - padding[0]  # each window's top-left corner in the input
+    cols = _xp(x).arange(wo)[None, :] * stride[1] - padding[1]
     # A window whose max is -inf (all its real elements are -inf) may have picked a padding element;
     # PyTorch points it at the window's first real element instead.
     all_neg_inf = out == -np.inf
@@ -669,22 +681,23 @@ def max_pool2d_backward(dout, argmax, input_shape):
     # Each output's gradient goes to the input element that was its max; windows overlap when stride <
     # kernel, so an element can collect several: bincount sums them over flat (n, c, h, w) indices.
     n, c, h, w = input_shape
-    flat_index = argmax + np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    flat_index = argmax + _xp(argmax).arange(n * c).reshape(n, c, 1, 1) * (h * w)
     dx = np.bincount(flat_index.ravel(), weights=dout.ravel(), minlength=n * c * h * w)
     return dx.astype(dout.dtype).reshape(input_shape)  # (bincount sums in float64)
 
 
-def _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, dtype):
-    """(Ho, Wo) element counts of the windows: the window clipped to the padded input, or, without
-    count_include_pad, to the input itself. A window is a rectangle, so its count is a product."""
+def _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, like):
+    """(Ho, Wo) element counts of the windows, of `like`'s dtype and array module: the window clipped to the
+    padded input, or, without count_include_pad, to the input itself. A window is a rectangle, so its count
+    is a product."""
     counts = []
     for size, k, s, p, out in zip(hw, kernel, stride, padding, out_hw):
-        start = np.arange(out) * s - p
+        start = _xp(like).arange(out) * s - p
         end = np.minimum(start + k, size + p)
         if not count_include_pad:
             start, end = np.maximum(start, 0), np.minimum(end, size)
         counts.append(end - start)
-    return np.outer(*counts).astype(dtype)
+    return np.outer(*counts).astype(like.dtype)
 
 
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
@@ -692,7 +705,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
     hw = x.shape[2:]
     out_hw, widths = _pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
     sums = _windows(_pad_hw(x, widths), kernel, stride, (1, 1)).sum(axis=(2, 3))
-    return sums / _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, x.dtype)
+    return sums / _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, x)
 
 
 def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad):
@@ -700,7 +713,7 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, c
     # (a view), scatter-add it back onto the padded input (col2im), and crop the padding.
     n, c, h, w = input_shape
     (ho, wo), ((top, bottom), (left, right)) = _pool_geometry((h, w), kernel, stride, padding, (1, 1), ceil_mode)
-    grad = dout / _avg_pool_divisor((h, w), kernel, stride, padding, (ho, wo), count_include_pad, dout.dtype)
+    grad = dout / _avg_pool_divisor((h, w), kernel, stride, padding, (ho, wo), count_include_pad, dout)
     cols = np.broadcast_to(grad[:, :, None, None], (n, c, *kernel, ho, wo))
     dxp = _col2im(cols, (n, c, top + h + bottom, left + w + right), stride, (1, 1))
     return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
@@ -767,7 +780,7 @@ def _scan_order(steps, reverse):
 def _entering(h0, hs, order):
     """(T, B, H): at row t the h that entered step t (h0 for the first step run, else the h' before)."""
     order = list(order)
-    entering = np.empty((len(order),) + h0.shape, h0.dtype)
+    entering = _xp(h0).empty((len(order),) + h0.shape, h0.dtype)
     for k, t in enumerate(order):
         entering[t] = h0 if k == 0 else hs[order[k - 1]]
     return entering
@@ -779,7 +792,8 @@ def _rows(a):
 
 def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward):
     steps, (batch, hidden) = gates_x.shape[0], h0.shape
-    out, cache = np.empty((steps + 1, batch, hidden), h0.dtype), np.empty((steps, batch, 6 * hidden), h0.dtype)
+    xp = _xp(h0)
+    out, cache = xp.empty((steps + 1, batch, hidden), h0.dtype), xp.empty((steps, batch, 6 * hidden), h0.dtype)
     h, c = h0, c0
     for t in _scan_order(steps, reverse):
         gx = gates_x[t] if bias is None else gates_x[t] + bias
@@ -792,7 +806,7 @@ def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_ce
 def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward):
     steps, hidden = cache.shape[0], h0.shape[1]
     order = list(_scan_order(steps, reverse))
-    dgates = np.empty((steps, h0.shape[0], 4 * hidden), h0.dtype)
+    dgates = _xp(h0).empty((steps, h0.shape[0], 4 * hidden), h0.dtype)
     dh, dc = np.zeros_like(h0), grad[steps]
     for k in reversed(range(steps)):
         t = order[k]
@@ -805,7 +819,8 @@ def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=ls
 
 def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward):
     steps, (batch, hidden) = gates_x.shape[0], h0.shape
-    out, cache = np.empty((steps, batch, hidden), h0.dtype), np.empty((steps, batch, 4 * hidden), h0.dtype)
+    xp = _xp(h0)
+    out, cache = xp.empty((steps, batch, hidden), h0.dtype), xp.empty((steps, batch, 4 * hidden), h0.dtype)
     h = h0
     for t in _scan_order(steps, reverse):
         gx = gates_x[t] if bias is None else gates_x[t] + bias
@@ -817,7 +832,7 @@ def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_ce
 def gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward):
     steps, hidden = cache.shape[0], h0.shape[1]
     order = list(_scan_order(steps, reverse))
-    dgates_x, dgates_h = (np.empty((steps, h0.shape[0], 3 * hidden), h0.dtype) for _ in range(2))
+    dgates_x, dgates_h = (_xp(h0).empty((steps, h0.shape[0], 3 * hidden), h0.dtype) for _ in range(2))
     dh = np.zeros_like(h0)
     for k in reversed(range(steps)):
         t = order[k]
