@@ -8,7 +8,7 @@
 Layers: user code -> Tensor (tensor.py) -> Function (autograd.py, ops/) -> backend primitive
 (backend/) -> kernel. See README.md for a tour.
 """
-from minigrad import backend, nn, optim, viz
+from minigrad import backend, cuda, nn, optim, viz
 from minigrad.autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.creation import (
     arange, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,

@@ -98,6 +98,7 @@ class Function:
 
     registry: list[type] = []  # every differentiable op, so tests can check each has a gradcheck
     returns_view = False  # True when forward returns a view of its first input (shares its versions)
+    out_device = None  # set by a forward whose output lives on another device than its inputs (ToDevice)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -122,7 +123,8 @@ class Function:
         needs_input_grad = tuple(t.requires_grad for t in inputs)
         record = any(needs_input_grad) and _grad_enabled.get()
         fn = cls(dispatch(device), inputs if record else (), needs_input_grad)
-        out = inputs[0]._wrap(fn.forward(*[t.data for t in inputs], **attrs), device, requires_grad=record)
+        out = inputs[0]._wrap(fn.forward(*[t.data for t in inputs], **attrs), fn.out_device or device,
+                              requires_grad=record)
         if fn.returns_view:
             out._version = inputs[0]._version
         if record:

@@ -5,7 +5,7 @@ import numpy as np
 
 from minigrad import dtypes
 from minigrad.backend import dispatch
-from minigrad.device import CPU, Device
+from minigrad.device import CPU, Device, usable
 from minigrad.ops.movement import _sizes
 from minigrad.random import generator
 from minigrad.tensor import Tensor
@@ -16,7 +16,7 @@ def _finish(array, device: Device, requires_grad: bool) -> Tensor:
 
 
 def _where(device, dtype, default=dtypes.float32):
-    device = CPU if device is None else Device(device)
+    device = CPU if device is None else usable(device)
     return device, (default if dtype is None else dtypes.get_dtype(dtype)), dispatch(device)
 
 

@@ -45,3 +45,18 @@ class Device:
 
 
 CPU = Device("cpu")
+
+
+def usable(spec) -> Device:
+    """The Device for `spec`, checked to be one this process can put tensors on: the CPU, or 'cuda:0' when
+    a CUDA backend is available (minigrad runs on one GPU). Raises RuntimeError naming why not."""
+    device = Device(spec)
+    if device.type == "cuda":
+        from minigrad.backend import cuda_runtime_error  # (the backend imports this module)
+
+        why = cuda_runtime_error()
+        if why is not None:
+            raise RuntimeError(f"device '{device}' is not available: {why} (minigrad.cuda.is_available() is False)")
+        if device.index:
+            raise RuntimeError(f"device '{device}': minigrad runs on one GPU, 'cuda:0'")
+    return device

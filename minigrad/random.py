@@ -18,6 +18,13 @@ def manual_seed(seed: int) -> None:
     _generators.clear()
 
 
+def seed_device(device_type: str, seed: int) -> None:
+    """Reseed only the generator of one device type (minigrad.cuda.manual_seed); the others keep theirs."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"manual_seed expects an int, got {type(seed).__name__}")
+    _generators[device_type] = dispatch(device_type).make_generator(seed)
+
+
 def initial_seed() -> int:
     """The seed of the current generators (a random one if manual_seed was never called)."""
     global _seed

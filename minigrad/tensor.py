@@ -11,7 +11,7 @@ import numpy as np
 from minigrad import dtypes
 from minigrad.autograd import _VersionCounter, is_grad_enabled, no_grad, run_backward
 from minigrad.backend import dispatch
-from minigrad.device import CPU, Device
+from minigrad.device import CPU, Device, usable
 
 
 class Tensor:
@@ -25,7 +25,7 @@ class Tensor:
     __array_ufunc__ = None  # make NumPy defer to our reflected operators: np.float32(2) * t -> t.__rmul__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
-        device = CPU if device is None else Device(device)
+        device = CPU if device is None else usable(device)
         if isinstance(data, Tensor):  # a copy, cut from data's graph
             source = data.detach().to(device=device)
             dtype = source.dtype if dtype is None else dtypes.get_dtype(dtype)
@@ -132,7 +132,7 @@ class Tensor:
             dtype = dtypes.get_dtype(dtype)  # an integer or bool result carries no gradient, as in PyTorch
             out = _ops.Cast.apply(out if dtype.is_floating_point else out.detach(), dtype=dtype.np_dtype)
         if device is not None and Device(device) != self.device:
-            out = _ops.to_device(out, Device(device))
+            out = _ops.to_device(out, device)
         return out
 
     def float(self) -> "Tensor":

@@ -43,3 +43,10 @@ def restore_threads():
     before = mg.get_num_threads()
     yield
     mg.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory):
+    """Every kernels/*.cu compiled with the CPU emulator of CUDA (tests/cuda_emu_support.py), once per session."""
+    from cuda_emu_support import build_emu
+    return build_emu(tmp_path_factory.mktemp("cuda_emu"))

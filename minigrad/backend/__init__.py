@@ -24,7 +24,8 @@ from minigrad.backend import numpy_ref
 from minigrad.backend.base import PRIMITIVES
 from minigrad.device import Device
 
-__all__ = ["register", "dispatch", "use", "available", "selected", "PRIMITIVES"]
+__all__ = ["register", "unregister", "dispatch", "use", "available", "selected", "PRIMITIVES", "cuda_runtime_error",
+           "register_cuda"]
 
 _registry: dict[str, list[tuple[int, str, ModuleType]]] = {}  # device type -> [(priority, name, module)]
 _overrides: list[dict[str, str]] = []  # stack of {primitive or "*": backend name}, innermost last
@@ -53,6 +54,14 @@ def register(name: str, device_type: str, module: ModuleType, priority: int) -> 
     _tables.clear()
 
 
+def unregister(name: str, device_type: str) -> None:
+    """Remove backend `name` from `device_type` (tests that registered an emulated GPU)."""
+    _registry[device_type] = [e for e in _registry.get(device_type, []) if e[1] != name]
+    if not _registry[device_type]:
+        del _registry[device_type]
+    _tables.clear()
+
+
 def available(device_type: str = "cpu") -> list[str]:
     """Names of the backends registered for a device type, fastest (highest priority) first."""
     return [name for _, name, _ in _registry.get(device_type, [])]
@@ -66,9 +75,12 @@ def _preferences() -> list[dict[str, str]]:
 
 
 def _build(device_type: str) -> DispatchTable:
+    if device_type == "cuda" and device_type not in _registry:
+        _load_cuda()
     entries = _registry.get(device_type)
     if not entries:
-        raise RuntimeError(f"no backend is available for device '{device_type}'")
+        why = f": {_cuda_error}" if device_type == "cuda" and _cuda_error else ""
+        raise RuntimeError(f"no backend is available for device '{device_type}'{why}")
     modules = {name: module for _, name, module in entries}
     choice = {}
     for prim in PRIMITIVES:
@@ -150,3 +162,37 @@ if importlib.util.find_spec("numba") is not None:  # the Numba kernels, with the
     else:
         from minigrad.backend import numba_cpu
         register("numba", "cpu", numba_cpu, priority=5)
+
+
+# ---- the GPU: registered on first use of the 'cuda' device (importing CuPy costs ~0.3 s) ----------------
+_cuda_error: str | None = None  # why there is no CUDA backend, once a load was tried and failed
+
+
+def register_cuda(runtime) -> None:
+    """Run the 'cuda' device on `runtime` (cuda_runtime.py's interface): the CUDA backend's kernels, with
+    numpy_ref on the device arrays for every other primitive."""
+    from minigrad.backend import cuda
+
+    cuda.use_runtime(runtime)
+    register("cuda", "cuda", cuda, priority=10)
+    register("numpy", "cuda", numpy_ref, priority=0)
+
+
+def _load_cuda() -> None:
+    global _cuda_error
+    if _cuda_error is not None:
+        return
+    from minigrad.backend import cuda_runtime
+
+    cupy, why = cuda_runtime.probe()
+    if cupy is None:
+        _cuda_error = why
+        return
+    register_cuda(cuda_runtime.CupyRuntime(cupy))
+
+
+def cuda_runtime_error() -> str | None:
+    """None when the 'cuda' device has a backend (loading it if needed), else why not."""
+    if "cuda" not in _registry:
+        _load_cuda()
+    return None if "cuda" in _registry else _cuda_error

@@ -24,10 +24,5 @@ from minigrad.ops.reduce import (
 from minigrad.ops.rnn import GRUCellFn, GRUScan, LSTMCellFn, LSTMScan
 from minigrad.ops.shapes import DimensionError, broadcast_shapes, normalize_dim, normalize_dims, unbroadcast
 from minigrad.ops.sparse import Embedding
+from minigrad.ops.transfer import ToDevice, to_device
 
-
-def to_device(x, device):
-    """Move a tensor to another device (gradients flow back). Only the CPU exists until a GPU backend
-    registers itself for 'cuda'."""
-    raise RuntimeError(f"cannot move a tensor from {x.device} to {device}: no backend is registered for "
-                       f"'{device.type}' (minigrad.cuda.is_available() tells whether a GPU backend loaded)")

@@ -1,0 +1,756 @@
+"""The CUDA backend: primitives on device arrays, the hot ones running minigrad's own kernels/*.cu.
+
+Every function here has the contract of its name in `base.PRIMITIVES` and numpy_ref's semantics. A
+primitive with a kernel makes its inputs contiguous where the kernel reads raw rows, allocates its
+outputs, and launches the kernel with the launch shape documented in the kernel's header comment. The
+primitives without a kernel here, and the kernel primitives on a dtype without a kernel (float16, int64,
+...), run numpy_ref on the device arrays (the device's fallback backend, see minigrad.backend; NumPy
+hands numpy_ref's calls on CuPy arrays to CuPy).
+
+The GPU is reached through one object, the runtime `rt` (cuda_runtime.py: the array module `rt.xp` and
+`rt.launch`); tests swap in an emulated runtime whose arrays are NumPy arrays and whose kernels run on the
+CPU emulator (tests/cuda_emu), so the code below (launch shapes, argument types, contiguity, strides) is
+exercised in CI, without a GPU.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+
+from minigrad.backend import numpy_ref
+
+rt = None  # the runtime, set by use_runtime() (minigrad.backend does it when a GPU is found)
+
+
+def use_runtime(runtime):
+    """Run this backend on `runtime`; returns the previous one."""
+    global rt
+    previous, rt = rt, runtime
+    return previous
+
+
+# ---- launch helpers ---------------------------------------------------------------------------------
+
+# (sum, max and min are primitives of this module: the builtins are spelled builtins.max, builtins.min)
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_MAX_GRID_YZ = 65535
+
+
+def _suffix(*arrays) -> str | None:
+    """The kernel name suffix for the arrays' common dtype, or None when no kernel takes it."""
+    dtype = arrays[0].dtype
+    if any(a.dtype != dtype for a in arrays[1:]):
+        return None
+    return _SUFFIX.get(np.dtype(dtype))
+
+
+def _contiguous(x):
+    return x if x.flags.c_contiguous else x.copy()
+
+
+def _blocks(work: int, per_block: int) -> int:
+    """Blocks for a grid-stride launch over `work` items: enough to fill the GPU, never more than needed."""
+    return builtins.max(1, builtins.min(-(-work // per_block), 32 * rt.multiprocessors))
+
+
+def _i32(v):
+    return np.int32(v)
+
+
+def _i64(v):
+    return np.int64(v)
+
+
+def _launch(family, name, grid, block, *args):
+    rt.launch(family, name, grid, block, args)
+
+
+# ---- creation, conversion, random numbers --------------------------------------------------------------
+
+
+def asarray(data, dtype):
+    if isinstance(data, np.ndarray):
+        return rt.from_host(np.array(data, dtype=dtype))
+    return rt.xp.array(data, dtype=dtype)
+
+
+def from_host(array):
+    return rt.from_host(array)
+
+
+def to_host(x):
+    return rt.to_host(x)
+
+
+def empty(shape, dtype):
+    return rt.xp.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    return rt.xp.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype):
+    return rt.xp.ones(shape, dtype=dtype)
+
+
+def full(shape, value, dtype):
+    return rt.xp.full(shape, value, dtype=dtype)
+
+
+def arange(start, stop, step, dtype):
+    return rt.xp.arange(start, stop, step, dtype=dtype)
+
+
+def linspace(start, stop, steps, dtype):
+    return rt.xp.linspace(start, stop, steps, dtype=dtype)
+
+
+def eye(n, m, dtype):
+    return rt.xp.eye(n, m, dtype=dtype)
+
+
+class Generator:
+    """The GPU's random generator: the array module's generator for rand / randn / randint (its methods
+    are those of numpy.random.Generator, which numpy_ref calls), and a Philox stream for dropout: the
+    kernel's random words are a function of (seed, offset, element), and every dropout call takes the
+    next offset, so a seed replays the same masks."""
+
+    def __init__(self, seed: int):
+        self.seed = seed & 0xFFFFFFFFFFFFFFFF
+        self.offset = 0
+        self._draws = rt.xp.random.default_rng(seed)
+
+    def random(self, *args, **kwargs):
+        return self._draws.random(*args, **kwargs)
+
+    def standard_normal(self, *args, **kwargs):
+        return self._draws.standard_normal(*args, **kwargs)
+
+    def integers(self, *args, **kwargs):
+        return self._draws.integers(*args, **kwargs)
+
+    def next_offset(self) -> int:
+        self.offset += 1
+        return self.offset - 1
+
+
+def make_generator(seed):
+    return Generator(seed)
+
+
+# ---- matmul: kernels/gemm.cu ------------------------------------------------------------------------------
+
+
+def _batched(x, batch_shape):
+    """x (..., R, C) broadcast to batch_shape + (R, C), as (array, (batch stride, row stride, col stride)) in
+    elements, the array's first element being the view's: the batch dims collapse to one stride (0 for a
+    broadcast operand) when the layout allows, else x is copied to a contiguous array that does."""
+    view = rt.xp.broadcast_to(x, tuple(batch_shape) + x.shape[-2:])
+    for candidate in (view, None):
+        if candidate is None:  # the layout does not collapse: copy
+            view = rt.xp.ascontiguousarray(view)
+        itemsize = view.dtype.itemsize
+        strides = view.strides
+        if any(s < 0 or s % itemsize for s in strides):
+            continue
+        elems = [s // itemsize for s in strides]
+        batch_dims = [(n, s) for n, s in zip(view.shape[:-2], elems[:-2]) if n != 1]
+        if not batch_dims:
+            return view, (0, elems[-2], elems[-1])
+        inner = batch_dims[-1][1]  # the innermost batch dim's stride; the others must be multiples of it
+        size = 1
+        for n, s in reversed(batch_dims):
+            if s != inner * size:
+                break
+            size *= n
+        else:
+            return view, (inner, elems[-2], elems[-1])
+    raise AssertionError("a contiguous array always collapses")  # pragma: no cover
+
+
+def _gemm(c, c_strides, a, a_strides, b, b_strides, batch, m, n, k, alpha=1.0, beta=0.0):
+    """C = alpha * A·B + beta * C over `batch` matrices, operands given as (array, element strides
+    (batch, row, col)) as gemm_T reads them (kernels/gemm.cu). 64 x 64 tiles, 256 threads."""
+    if batch == 0 or m == 0 or n == 0:
+        return
+    dtype = c.dtype.type
+    grid = (-(-n // 64), builtins.min(-(-m // 64), _MAX_GRID_YZ), builtins.min(batch, _MAX_GRID_YZ))
+    _launch("gemm", f"gemm_{_SUFFIX[c.dtype]}", grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
+            _i64(a_strides[1]), _i64(a_strides[2]), _i64(b_strides[1]), _i64(b_strides[2]),
+            _i64(c_strides[1]), _i64(c_strides[2]), _i64(a_strides[0]), _i64(b_strides[0]), _i64(c_strides[0]),
+            dtype(alpha), dtype(beta))
+
+
+def matmul(a, b):
+    if _suffix(a, b) is None or a.ndim == 0 or b.ndim == 0:
+        return numpy_ref.matmul(a, b)
+    a2 = a[None, :] if a.ndim == 1 else a  # numpy's 1-D rules: a vector is a row on the left, a column
+    b2 = b[:, None] if b.ndim == 1 else b  # on the right, and that dim is dropped from the result
+    batch_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    (m, k), n = a2.shape[-2:], b2.shape[-1]
+    out = rt.xp.empty(batch_shape + (m, n), dtype=a.dtype)
+    batch = math.prod(batch_shape)
+    a_arr, a_strides = _batched(a2, batch_shape)
+    b_arr, b_strides = _batched(b2, batch_shape)
+    _gemm(out, (m * n, n, 1), a_arr, a_strides, b_arr, b_strides, batch, m, n, k)
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out
+
+
+# ---- rows: softmax.cu, reduce.cu --------------------------------------------------------------------------
+
+_WARP_ROWS_UP_TO = 1024  # rows this long or shorter take a warp each, longer ones a block (softmax.cu)
+
+
+def _last_axis_rows(arrays, axis):
+    """The arrays with `axis` moved last, contiguous, as (rows, n) views; and the function that puts a
+    (rows, n) result back into the original layout."""
+    shape = arrays[0].shape
+    moved = [_contiguous(rt.xp.moveaxis(x, axis, -1)) for x in arrays]
+    n = shape[axis]
+    rows = [x.reshape(-1, n) for x in moved]
+
+    def restore(out):
+        return rt.xp.moveaxis(out.reshape(moved[0].shape), -1, axis)
+    return rows, restore
+
+
+def _softmax_family(op, axis, *arrays):
+    """op in softmax_forward, log_softmax_forward, softmax_backward, log_softmax_backward; arrays are its
+    inputs in kernel order (x, or dout and out)."""
+    (first, *rest), restore = _last_axis_rows(arrays, axis)
+    rows, n = first.shape
+    out = rt.xp.empty_like(first)
+    if rows:
+        variant = "warp" if n <= _WARP_ROWS_UP_TO else "block"
+        direction = "forward" if op.endswith("forward") else "backward"
+        name = f"{op.rsplit('_', 1)[0]}_{direction}_{variant}_{_SUFFIX[first.dtype]}"
+        if variant == "warp":  # 4 warps per block, a row per warp
+            grid, block = _blocks(rows, 4), 128
+        else:
+            grid, block = builtins.min(rows, 65535), (256 if n <= 8192 else 1024)
+        _launch("softmax", name, (grid,), (block,), out, first, *rest, _i64(rows), _i32(n))
+    return restore(out)
+
+
+def _row_kernel_applies(x, axis):
+    return _suffix(x) is not None and x.ndim > 0 and x.shape[axis] > 0
+
+
+def softmax_forward(x, axis):
+    if not _row_kernel_applies(x, axis):
+        return numpy_ref.softmax_forward(x, axis)
+    return _softmax_family("softmax_forward", axis, x)
+
+
+def log_softmax_forward(x, axis):
+    if not _row_kernel_applies(x, axis):
+        return numpy_ref.log_softmax_forward(x, axis)
+    return _softmax_family("log_softmax_forward", axis, x)
+
+
+def softmax_backward(dout, out, axis):
+    if not _row_kernel_applies(dout, axis) or _suffix(dout, out) is None:
+        return numpy_ref.softmax_backward(dout, out, axis)
+    return _softmax_family("softmax_backward", axis, dout, out)
+
+
+def log_softmax_backward(dout, out, axis):
+    if not _row_kernel_applies(dout, axis) or _suffix(dout, out) is None:
+        return numpy_ref.log_softmax_backward(dout, out, axis)
+    return _softmax_family("log_softmax_backward", axis, dout, out)
+
+
+_CHUNKS_WANTED = 256  # split a long reduction into about this many partial results (a second launch adds them)
+
+
+def _reduce(op, x, axis, keepdims):
+    """sum / max / min of x along one axis (or all of x for axis None) with reduce.cu: x seen as a contiguous
+    (outer, n, inner) array. Few outputs with long reductions first reduce chunks of n in parallel, then the
+    chunk results with a second launch of the same kernel: deterministic, no atomics."""
+    x = _contiguous(x)
+    if axis is None:
+        shape, (outer, n, inner) = (1,) * x.ndim if keepdims else (), (1, x.size, 1)
+    else:
+        outer, n, inner = math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:])
+        shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
+    out = rt.xp.empty((outer, inner), dtype=x.dtype)
+    chunk = n if outer * inner >= rt.multiprocessors * 4 else builtins.max(1024, -(-n // _CHUNKS_WANTED))
+    if chunk < n:
+        partial = rt.xp.empty((outer, -(-n // chunk), inner), dtype=x.dtype)
+        _reduce_launch(op, partial, x, outer, n, inner, chunk)
+        x, n = partial, partial.shape[1]
+    _reduce_launch(op, out, x, outer, n, inner, n)
+    return out.reshape(shape)
+
+
+def _reduce_launch(op, out, x, outer, n, inner, chunk):
+    nchunks = -(-n // chunk)
+    suffix = _SUFFIX[x.dtype]
+    if inner == 1:
+        grid = (builtins.min(outer, 2 ** 31 - 1), builtins.min(nchunks, _MAX_GRID_YZ))
+        _launch("reduce", f"reduce_{op}_lastdim_{suffix}", grid, (256,), out, x, _i64(outer), _i64(n), _i64(chunk))
+    else:
+        grid = (-(-inner // 32), builtins.min(outer, _MAX_GRID_YZ), builtins.min(nchunks, _MAX_GRID_YZ))
+        _launch("reduce", f"reduce_{op}_strided_{suffix}", grid, (32, 8), out, x, _i64(outer), _i64(n),
+                _i64(inner), _i64(chunk))
+
+
+def _one_axis(x, axis):
+    """The single axis a reduce.cu kernel can take (an int, or None for all), or False when it cannot."""
+    if _suffix(x) is None or x.size == 0:
+        return False
+    if isinstance(axis, tuple):
+        if len(axis) != 1:
+            return False
+        axis = axis[0]
+    return axis if axis is None else axis % x.ndim
+
+
+def sum(x, axis, keepdims):
+    one = _one_axis(x, axis)
+    return numpy_ref.sum(x, axis, keepdims) if one is False else _reduce("sum", x, one, keepdims)
+
+
+def max(x, axis, keepdims):
+    one = _one_axis(x, axis)
+    return numpy_ref.max(x, axis, keepdims) if one is False else _reduce("max", x, one, keepdims)
+
+
+def min(x, axis, keepdims):
+    one = _one_axis(x, axis)
+    return numpy_ref.min(x, axis, keepdims) if one is False else _reduce("min", x, one, keepdims)
+
+
+# ---- layernorm.cu -------------------------------------------------------------------------------------------
+
+_LN_WARPS = 4  # rows per block of the forward and dx kernels (a warp per row)
+_LN_BY = 8     # row groups per block of the dparams kernel
+
+
+def layer_norm_forward(x, weight, bias, eps):
+    if _suffix(x) is None or x.shape[1] == 0 or any(p is not None and p.dtype != x.dtype for p in (weight, bias)):
+        return numpy_ref.layer_norm_forward(x, weight, bias, eps)
+    x = _contiguous(x)
+    rows, d = x.shape
+    out = rt.xp.empty_like(x)
+    mean, rstd = rt.xp.empty(rows, dtype=x.dtype), rt.xp.empty(rows, dtype=x.dtype)
+    if rows:
+        _launch("layernorm", f"layernorm_forward_{_SUFFIX[x.dtype]}", (_blocks(rows, _LN_WARPS),),
+                (32 * _LN_WARPS,), out, mean, rstd, x, _opt(weight), _opt(bias), _i64(rows), _i32(d),
+                x.dtype.type(eps))
+    return out, mean, rstd
+
+
+def _opt(x):
+    return None if x is None else _contiguous(x)
+
+
+def layer_norm_backward(dout, x, weight, mean, rstd):
+    if _suffix(dout, x, mean, rstd) is None or x.shape[0] == 0 or x.shape[1] == 0 or \
+            (weight is not None and weight.dtype != x.dtype):
+        return numpy_ref.layer_norm_backward(dout, x, weight, mean, rstd)
+    dout, x, mean, rstd = (_contiguous(a) for a in (dout, x, mean, rstd))
+    rows, d = x.shape
+    suffix = _SUFFIX[x.dtype]
+    dx = rt.xp.empty_like(x)
+    _launch("layernorm", f"layernorm_backward_dx_{suffix}", (_blocks(rows, _LN_WARPS),), (32 * _LN_WARPS,), dx,
+            dout, x, _opt(weight), mean, rstd, _i64(rows), _i32(d))
+    rows_per_chunk = builtins.max(_LN_BY, -(-rows // 256))
+    nchunks = -(-rows // rows_per_chunk)
+    part_dw = rt.xp.empty((nchunks, d), dtype=x.dtype)
+    part_db = rt.xp.empty((nchunks, d), dtype=x.dtype)
+    _launch("layernorm", f"layernorm_backward_dparams_partial_{suffix}", (-(-d // 32), nchunks), (32, _LN_BY),
+            part_dw, part_db, dout, x, mean, rstd, _i64(rows), _i32(d), _i64(rows_per_chunk))
+    dweight = None if weight is None else rt.xp.empty(d, dtype=x.dtype)
+    dbias = rt.xp.empty(d, dtype=x.dtype)
+    _launch("layernorm", f"layernorm_backward_dparams_finalize_{suffix}", (_blocks(d, 256),), (256,), dweight,
+            dbias, part_dw, part_db, _i64(nchunks), _i32(d))
+    return dx, dweight, dbias
+
+
+# ---- elementwise.cu: gelu with a fused bias, bias + residual, dropout -----------------------------------------
+
+_APPROXIMATE = {"none": 0, "tanh": 1}
+
+
+def _rows_2d(x):
+    """x as contiguous (rows, D) for the row-and-column kernels: D the last dim (1 for a 0-d x)."""
+    x = _contiguous(x)
+    return x.reshape(-1, x.shape[-1] if x.ndim else 1)
+
+
+def _bias_grid(rows, d):
+    return (-(-d // 256), builtins.max(1, builtins.min(rows, _MAX_GRID_YZ))), (256,)
+
+
+def _bias_gelu(x, bias, approximate):
+    x2 = _rows_2d(x)
+    out = rt.xp.empty_like(x2)
+    if x2.size:
+        grid, block = _bias_grid(*x2.shape)
+        _launch("elementwise", f"bias_gelu_forward_{_SUFFIX[x.dtype]}", grid, block, out, x2, _opt(bias),
+                _i64(x2.shape[0]), _i32(x2.shape[1]), _i32(_APPROXIMATE[approximate]))
+    return out.reshape(x.shape)
+
+
+def _bias_gelu_dx(dout, x, bias, approximate):
+    x2, dout2 = _rows_2d(x), _rows_2d(dout)
+    dx = rt.xp.empty_like(x2)
+    if x2.size:
+        grid, block = _bias_grid(*x2.shape)
+        _launch("elementwise", f"bias_gelu_backward_{_SUFFIX[x.dtype]}", grid, block, dx, dout2, x2, _opt(bias),
+                _i64(x2.shape[0]), _i32(x2.shape[1]), _i32(_APPROXIMATE[approximate]))
+    return dx.reshape(x.shape)
+
+
+def gelu_forward(x, approximate):
+    if _suffix(x) is None:
+        return numpy_ref.gelu_forward(x, approximate)
+    return _bias_gelu(x, None, approximate)
+
+
+def gelu_backward(dout, x, approximate):
+    if _suffix(dout, x) is None or dout.shape != x.shape:
+        return numpy_ref.gelu_backward(dout, x, approximate)
+    return _bias_gelu_dx(dout, x, None, approximate)
+
+
+def bias_gelu_forward(x, bias, approximate):
+    if _suffix(x, *([] if bias is None else [bias])) is None:
+        return numpy_ref.bias_gelu_forward(x, bias, approximate)
+    return _bias_gelu(x, bias, approximate)
+
+
+def bias_gelu_backward(dout, x, bias, approximate):
+    if _suffix(dout, x, *([] if bias is None else [bias])) is None:
+        return numpy_ref.bias_gelu_backward(dout, x, bias, approximate)
+    dx = _bias_gelu_dx(dout, x, bias, approximate)
+    return dx, None if bias is None else sum(dx, 0, False)  # the column sums, with reduce.cu
+
+
+def bias_residual_forward(x, bias, residual):
+    if _suffix(x, bias, residual) is None or x.shape != residual.shape:
+        return numpy_ref.bias_residual_forward(x, bias, residual)
+    x2, r2 = _rows_2d(x), _rows_2d(residual)
+    out = rt.xp.empty_like(x2)
+    if x2.size:
+        grid, block = _bias_grid(*x2.shape)
+        _launch("elementwise", f"bias_residual_forward_{_SUFFIX[x.dtype]}", grid, block, out, x2,
+                _contiguous(bias), r2, _i64(x2.shape[0]), _i32(x2.shape[1]))
+    return out.reshape(x.shape)
+
+
+def dropout_forward(gen, x, p):
+    if _suffix(x) is None:
+        return numpy_ref.dropout_forward(gen, x, p)
+    x = _contiguous(x)
+    out, mask = rt.xp.empty_like(x), rt.xp.empty(x.shape, dtype=np.bool_)
+    if x.size:  # 4 elements per thread (one Philox call)
+        _launch("elementwise", f"dropout_forward_{_SUFFIX[x.dtype]}", (_blocks(-(-x.size // 4), 256),), (256,),
+                out, mask, x, _i64(x.size), np.float32(p), x.dtype.type(numpy_ref._dropout_scale(p)),
+                np.uint64(gen.seed), np.uint64(gen.next_offset()))
+    return out, mask
+
+
+def dropout_backward(dout, mask, p):
+    if _suffix(dout) is None:
+        return numpy_ref.dropout_backward(dout, mask, p)
+    dout, mask = _contiguous(dout), _contiguous(mask)
+    dx = rt.xp.empty_like(dout)
+    if dout.size:
+        _launch("elementwise", f"dropout_backward_{_SUFFIX[dout.dtype]}", (_blocks(dout.size, 256),), (256,), dx,
+                dout, mask, _i64(dout.size), dout.dtype.type(numpy_ref._dropout_scale(p)))
+    return dx
+
+
+# ---- cross_entropy.cu, embedding.cu --------------------------------------------------------------------------
+
+
+def cross_entropy_forward(logits, targets, ignore_index, label_smoothing):
+    if _suffix(logits) is None or logits.shape[1] == 0:
+        return numpy_ref.cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
+    logits, targets = _contiguous(logits), _contiguous(targets)
+    n, c = logits.shape
+    losses, logprobs = rt.xp.empty(n, dtype=logits.dtype), rt.xp.empty_like(logits)
+    if n:  # a block per row, as wide as the row needs (a multiple of 32, at most 1024)
+        block = builtins.min(1024, 32 * -(-builtins.min(c, 256) // 32))
+        _launch("cross_entropy", f"cross_entropy_forward_{_SUFFIX[logits.dtype]}", (builtins.min(n, 2 ** 31 - 1),),
+                (block,), losses, logprobs, logits, targets, _i64(n), _i32(c), _i64(ignore_index),
+                logits.dtype.type(label_smoothing))
+    return losses, logprobs
+
+
+def cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoothing):
+    if _suffix(dlosses, logprobs) is None or logprobs.shape[1] == 0:
+        return numpy_ref.cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoothing)
+    dlosses, logprobs, targets = _contiguous(dlosses), _contiguous(logprobs), _contiguous(targets)
+    n, c = logprobs.shape
+    dlogits = rt.xp.empty_like(logprobs)
+    if n:
+        _launch("cross_entropy", f"cross_entropy_backward_{_SUFFIX[logprobs.dtype]}", (_blocks(n * c, 256),), (256,),
+                dlogits, dlosses, logprobs, targets, _i64(n), _i32(c), _i64(ignore_index),
+                logprobs.dtype.type(label_smoothing))
+    return dlogits
+
+
+def embedding_forward(weight, indices):
+    if _suffix(weight) is None or weight.shape[1] == 0:
+        return numpy_ref.embedding_forward(weight, indices)
+    weight, flat = _contiguous(weight), _contiguous(indices).reshape(-1)
+    d = weight.shape[1]
+    out = rt.xp.empty((flat.size, d), dtype=weight.dtype)
+    if flat.size:
+        grid = (-(-d // 128), builtins.min(flat.size, _MAX_GRID_YZ))
+        _launch("embedding", f"embedding_forward_{_SUFFIX[weight.dtype]}", grid, (128,), out, weight, flat,
+                _i64(flat.size), _i32(d))
+    return out.reshape(indices.shape + (d,))
+
+
+def embedding_backward(dout, indices, num_embeddings, padding_idx):
+    if _suffix(dout) is None or dout.shape[-1] == 0 or num_embeddings == 0:
+        return numpy_ref.embedding_backward(dout, indices, num_embeddings, padding_idx)
+    d = dout.shape[-1]
+    flat, dout2 = _contiguous(indices).reshape(-1), _contiguous(dout).reshape(-1, d)
+    dweight = rt.xp.empty((num_embeddings, d), dtype=dout.dtype)  # every element is written
+    grid = (-(-num_embeddings // 32), -(-d // 128))  # 32 vocabulary rows x 128 columns per block
+    _launch("embedding", f"embedding_backward_{_SUFFIX[dout.dtype]}", grid, (128,), dweight, dout2, flat,
+            _i64(flat.size), _i32(num_embeddings), _i32(d), _i64(-1 if padding_idx is None else padding_idx))
+    return dweight
+
+
+# ---- attention.cu ----------------------------------------------------------------------------------------
+
+_ATT_MAX_D = 128
+_ATT_QUERY_TILE = {"f32": 32, "f64": 16}  # L of attention.cu: queries per block of the forward
+_ATT_OWNED = {"f32": 8, "f64": 4}         # O: keys (queries) per block of the dkv (dq) kernel
+
+
+def _attention_applies(q, k, v, bias):
+    return (_suffix(q, k, v, *([] if bias is None else [bias])) is not None and q.ndim == 4
+            and 1 <= q.shape[-1] <= _ATT_MAX_D and 1 <= v.shape[-1] <= _ATT_MAX_D
+            and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] > 0)
+
+
+def _bias_args(bias, shape):
+    """The bias pointer and its element strides broadcast to (B, H, Tq, Tk) (0 along broadcast dims), and
+    the view they describe (kept alive by the caller). No bias: a null pointer."""
+    if bias is None:
+        return None, (None, _i64(0), _i64(0), _i64(0), _i64(0))
+    view = rt.xp.broadcast_to(bias, shape)
+    if any(s < 0 or s % view.dtype.itemsize for s in view.strides):
+        view = rt.xp.broadcast_to(rt.xp.ascontiguousarray(bias), shape)
+    return view, (view, *(_i64(s // view.dtype.itemsize) for s in view.strides))
+
+
+def _attention_geometry(q, k, v, is_causal, scale):
+    (b, h, tq, d), tk, dv = q.shape, k.shape[2], v.shape[3]
+    return (_i32(b), _i32(h), _i32(tq), _i32(tk), _i32(d), _i32(dv), _i32(int(is_causal)), q.dtype.type(scale))
+
+
+def attention_forward(q, k, v, bias, is_causal, scale):
+    if not _attention_applies(q, k, v, bias):
+        return numpy_ref.attention_forward(q, k, v, bias, is_causal, scale)
+    q, k, v = _contiguous(q), _contiguous(k), _contiguous(v)
+    (b, h, tq, _), tk = q.shape, k.shape[2]
+    suffix = _SUFFIX[q.dtype]
+    out = rt.xp.empty((b, h, tq, v.shape[3]), dtype=q.dtype)
+    lse = rt.xp.empty((b, h, tq), dtype=q.dtype)
+    _, bias_args = _bias_args(bias, (b, h, tq, tk))
+    grid = (-(-tq // _ATT_QUERY_TILE[suffix]), builtins.min(b * h, _MAX_GRID_YZ))
+    _launch("attention", f"attention_forward_{suffix}", grid, (128,), out, lse, q, k, v, *bias_args,
+            *_attention_geometry(q, k, v, is_causal, scale))
+    return out, lse
+
+
+def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
+    if not _attention_applies(q, k, v, bias) or _suffix(dout, q, out, lse) is None:
+        return numpy_ref.attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale)
+    dout, q, k, v, out, lse = (_contiguous(a) for a in (dout, q, k, v, out, lse))
+    (b, h, tq, _), tk, dv_dim = q.shape, k.shape[2], v.shape[3]
+    suffix = _SUFFIX[q.dtype]
+    rows = b * h * tq
+    delta = rt.xp.empty((b, h, tq), dtype=q.dtype)
+    _launch("attention", f"attention_backward_delta_{suffix}", (_blocks(rows, 4),), (128,), delta, dout, out,
+            _i64(rows), _i32(dv_dim))
+    dq, dk, dv = rt.xp.empty_like(q), rt.xp.empty_like(k), rt.xp.empty_like(v)
+    _, bias_args = _bias_args(bias, (b, h, tq, tk))
+    geometry = _attention_geometry(q, k, v, is_causal, scale)
+    owned, heads = _ATT_OWNED[suffix], builtins.min(b * h, _MAX_GRID_YZ)
+    _launch("attention", f"attention_backward_dkv_{suffix}", (-(-tk // owned), heads), (128,), dk, dv, dout, q, k, v,
+            lse, delta, *bias_args, *geometry)
+    _launch("attention", f"attention_backward_dq_{suffix}", (-(-tq // owned), heads), (128,), dq, dout, q, k, v,
+            lse, delta, *bias_args, *geometry)
+    return dq, dk, dv
+
+
+# ---- adamw.cu: the fused Adam / AdamW step ------------------------------------------------------------------
+
+
+def adam_step_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+               decoupled, amsgrad, maximize):
+    state = [param, grad, exp_avg, exp_avg_sq] + ([max_exp_avg_sq] if amsgrad else [])
+    if _suffix(*state) is None or not builtins.all(a.flags.c_contiguous for a in state):
+        return numpy_ref.adam_step_(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+                                    weight_decay, decoupled, amsgrad, maximize)
+    if param.size == 0:
+        return None
+    t = param.dtype.type  # the scalars in double precision, then rounded, as NumPy rounds a Python float
+    _launch("adamw", f"adamw_step_{_SUFFIX[param.dtype]}", (_blocks(param.size, 256),), (256,), param, grad,
+            exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, _i64(param.size), t(beta1), t(1 - beta1),
+            t(beta2), t(1 - beta2), t(weight_decay), t(1 - lr * weight_decay), t(math.sqrt(1 - beta2 ** step)),
+            t(lr / (1 - beta1 ** step)), t(eps), _i32(int(decoupled)), _i32(int(amsgrad)), _i32(int(maximize)))
+    return None
+
+
+adam_foreach_ = numpy_ref.adam_foreach_over(adam_step_)
+
+
+# ---- conv2d: conv.cu's im2col / col2im around gemm.cu ------------------------------------------------------
+
+
+def _conv_geometry(x, weight, stride, padding, dilation):
+    (n, c, hi, wi), (_, _, kh, kw) = x.shape, weight.shape
+    (top, bottom), (left, right) = padding
+    ho = (hi + top + bottom - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (wi + left + right - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    args = tuple(_i32(v) for v in (n, c, hi, wi, kh, kw, *stride, top, left, *dilation, ho, wo))
+    return ho, wo, args
+
+
+def _conv_applies(x, weight, stride, padding, dilation):
+    ho, wo, _ = _conv_geometry(x, weight, stride, padding, dilation)
+    return _suffix(x, weight) is not None and ho > 0 and wo > 0 and x.shape[0] > 0 and weight.shape[0] > 0
+
+
+def _im2col(x, weight, stride, padding, dilation):
+    """cols (N, C*kh*kw, Ho*Wo) of conv.cu's im2col, and (Ho, Wo)."""
+    ho, wo, geometry = _conv_geometry(x, weight, stride, padding, dilation)
+    n, c = x.shape[:2]
+    cols = rt.xp.empty((n, c * weight.shape[2] * weight.shape[3], ho * wo), dtype=x.dtype)
+    _launch("conv", f"im2col_{_SUFFIX[x.dtype]}", (_blocks(cols.size, 256),), (256,), cols, x, *geometry)
+    return cols, (ho, wo)
+
+
+def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
+    if not _conv_applies(x, weight, stride, padding, dilation) or (bias is not None and bias.dtype != x.dtype):
+        return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups, bias)
+    x, weight = _contiguous(x), _contiguous(weight)
+    cols, (ho, wo) = _im2col(x, weight, stride, padding, dilation)
+    n, o, p = x.shape[0], weight.shape[0], ho * wo
+    og, k = o // groups, cols.shape[1] // groups
+    out = rt.xp.empty((n, o, ho, wo), dtype=x.dtype)
+    flat_out, w2 = out.reshape(n, o, p), weight.reshape(o, k)
+    for g in range(groups):  # out[:, g] (N, O/g, P) = weight[g] (O/g, K) · cols[:, g] (N, K, P), weight broadcast
+        _gemm(flat_out[:, g * og:(g + 1) * og], (o * p, p, 1), w2[g * og:(g + 1) * og], (0, k, 1),
+              cols[:, g * k:(g + 1) * k], (cols.shape[1] * p, p, 1), n, og, p, k)
+    if bias is not None:
+        out += bias.reshape(-1, 1, 1)
+    return out
+
+
+def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
+    if not _conv_applies(x, weight, stride, padding, dilation) or _suffix(dout, x) is None:
+        return numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs)
+    dout, x, weight = _contiguous(dout), _contiguous(x), _contiguous(weight)
+    n, c = x.shape[:2]
+    o, _, kh, kw = weight.shape
+    p = dout.shape[2] * dout.shape[3]
+    og, k = o // groups, c // groups * kh * kw
+    dx = dweight = None
+    if needs[1]:
+        # dweight[g] = sum over images and positions of dout[n, g] (O/g, P) · cols[n, g]^T: one GEMM over the
+        # N*P positions, on copies that put the images next to the positions (O, N*P) and (C*kh*kw, N*P).
+        cols, _ = _im2col(x, weight, stride, padding, dilation)
+        dout_t = rt.xp.ascontiguousarray(dout.reshape(n, o, p).transpose(1, 0, 2)).reshape(o, n * p)
+        cols_t = rt.xp.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(cols.shape[1], n * p)
+        dweight = rt.xp.empty((o, k), dtype=x.dtype)
+        for g in range(groups):  # B = cols_t[g]^T (N*P, K): row stride 1, column stride N*P
+            _gemm(dweight[g * og:(g + 1) * og], (0, k, 1), dout_t[g * og:(g + 1) * og], (0, n * p, 1),
+                  cols_t[g * k:(g + 1) * k], (0, 1, n * p), 1, og, k, n * p)
+        dweight = dweight.reshape(weight.shape)
+    if needs[0]:
+        # dcols[n, g] (K, P) = weight[g]^T (K, O/g) · dout[n, g] (O/g, P), then col2im gathers them into dx.
+        ho, wo, geometry = _conv_geometry(x, weight, stride, padding, dilation)
+        dcols = rt.xp.empty((n, c * kh * kw, p), dtype=x.dtype)
+        w2, d2 = weight.reshape(o, k), dout.reshape(n, o, p)
+        for g in range(groups):  # A = weight[g]^T: row stride 1, column stride K, broadcast over the images
+            _gemm(dcols[:, g * k:(g + 1) * k], (c * kh * kw * p, p, 1), w2[g * og:(g + 1) * og], (0, 1, k),
+                  d2[:, g * og:(g + 1) * og], (o * p, p, 1), n, k, p, og)
+        dx = rt.xp.empty_like(x)
+        _launch("conv", f"col2im_{_SUFFIX[x.dtype]}", (_blocks(dx.size, 256),), (256,), dx, dcols, *geometry)
+    return dx, dweight
+
+
+# ---- rnn.cu: the gate math of one LSTM / GRU step; the sequence loops are numpy_ref's around these cells -----
+
+
+def _cell_launch(name, outputs, inputs, batch, hidden):
+    _launch("rnn", name, (_blocks(batch * hidden, 256),), (256,), *outputs, *inputs, _i64(batch), _i32(hidden))
+
+
+def lstm_cell_forward(gates_x, gates_h, c):
+    if _suffix(gates_x, gates_h, c) is None:
+        return numpy_ref.lstm_cell_forward(gates_x, gates_h, c)
+    (batch, hidden), xp = c.shape, rt.xp
+    hc, cache = xp.empty((2, batch, hidden), dtype=c.dtype), xp.empty((batch, 5 * hidden), dtype=c.dtype)
+    if batch:
+        _cell_launch(f"lstm_cell_forward_{_SUFFIX[c.dtype]}", (hc, cache),
+                     (_contiguous(gates_x), _contiguous(gates_h), _contiguous(c)), batch, hidden)
+    return hc, cache
+
+
+def lstm_cell_backward(dh, dc_new, cache, c):
+    if _suffix(dh, cache, c, *([] if dc_new is None else [dc_new])) is None:
+        return numpy_ref.lstm_cell_backward(dh, dc_new, cache, c)
+    (batch, hidden), xp = c.shape, rt.xp
+    dgates, dc = xp.empty((batch, 4 * hidden), dtype=c.dtype), xp.empty((batch, hidden), dtype=c.dtype)
+    if batch:
+        _cell_launch(f"lstm_cell_backward_{_SUFFIX[c.dtype]}", (dgates, dc),
+                     (_contiguous(dh), _opt(dc_new), _contiguous(cache), _contiguous(c)), batch, hidden)
+    return dgates, dc
+
+
+def gru_cell_forward(gates_x, gates_h, h):
+    if _suffix(gates_x, gates_h, h) is None:
+        return numpy_ref.gru_cell_forward(gates_x, gates_h, h)
+    (batch, hidden), xp = h.shape, rt.xp
+    h_new, cache = xp.empty((batch, hidden), dtype=h.dtype), xp.empty((batch, 4 * hidden), dtype=h.dtype)
+    if batch:
+        _cell_launch(f"gru_cell_forward_{_SUFFIX[h.dtype]}", (h_new, cache),
+                     (_contiguous(gates_x), _contiguous(gates_h), _contiguous(h)), batch, hidden)
+    return h_new, cache
+
+
+def gru_cell_backward(dh_new, cache, h):
+    if _suffix(dh_new, cache, h) is None:
+        return numpy_ref.gru_cell_backward(dh_new, cache, h)
+    (batch, hidden), xp = h.shape, rt.xp
+    dgates_x, dgates_h = (xp.empty((batch, 3 * hidden), dtype=h.dtype) for _ in range(2))
+    dh = xp.empty((batch, hidden), dtype=h.dtype)
+    if batch:
+        _cell_launch(f"gru_cell_backward_{_SUFFIX[h.dtype]}", (dgates_x, dgates_h, dh),
+                     (_contiguous(dh_new), _contiguous(cache), _contiguous(h)), batch, hidden)
+    return dgates_x, dgates_h, dh
+
+
+def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse):
+    return numpy_ref.lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward)
+
+
+def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse):
+    return numpy_ref.lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward)
+
+
+def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse):
+    return numpy_ref.gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward)
+
+
+def gru_scan_backward(grad, cache, out, h0, w_hh, reverse):
+    return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward)

@@ -1,0 +1,261 @@
+"""The CPU emulator of CUDA as a test tool: build kernels/*.cu with tests/cuda_emu/cuda_emu.h and launch them.
+
+`build_emu(dir)` compiles every kernels/*.cu (and the emulator's self-test kernels) into one shared library
+and returns an `Emu`, whose `launch(name, grid, block, *args)` runs a kernel as CuPy's RawKernel would, with
+the checks described in tests/test_cuda_emulated.py (two thread orders, guard bytes, UBSan).
+`EmulatedRuntime(emu)` is the CUDA backend's runtime on top of it (NumPy arrays as device memory), so that
+minigrad.backend.cuda runs in CI without a GPU (tests/test_cuda_backend_emulated.py).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "kernels"
+EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
+ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+# The thread order of the first of the two runs of every launch: 1 descending (default), 2 a seeded random
+# permutation per barrier interval (see cuda_emu.h); extra compiler flags, e.g. "-fsanitize=undefined".
+FIRST_SCHEDULE = int(os.environ.get("MINIGRAD_CUDA_EMU_SCHEDULE", "1"))
+EXTRA_CXXFLAGS = os.environ.get("MINIGRAD_CUDA_EMU_CXXFLAGS", "").split()
+# ---- building the emulated kernels --------------------------------------------------------------------
+
+
+def _compiler():
+    """A C++20 compiler (g++ or $CXX), or the reason there is none."""
+    cxx = os.environ.get("CXX") or shutil.which("g++")
+    if not cxx:
+        return None, "needs g++ (a C++20 compiler) to run the CUDA kernels in the CPU emulator; none on PATH"
+    probe = "#include <bit>\nint main() { return std::bit_cast<int>(0.0f); }\n"
+    try:
+        r = subprocess.run([cxx, "-std=c++20", "-x", "c++", "-fsyntax-only", "-"], input=probe, text=True,
+                           capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"needs g++ with C++20 to run the emulated CUDA kernels ({cxx}: {e})"
+    if r.returncode != 0:
+        return None, f"needs g++ with C++20 (std::bit_cast) to run the emulated CUDA kernels; {cxx} says: " \
+                     f"{r.stderr.strip()[:300]}"
+    return cxx, None
+
+
+def entry_points(cxx, cu: Path) -> list[str]:
+    """The extern "C" __global__ functions of a .cu file, after its macros are expanded."""
+    r = subprocess.run([cxx, "-E", "-P", "-x", "c++", str(cu)], text=True, capture_output=True, check=True)
+    return ENTRY_RE.findall(r.stdout)
+
+
+class Emu:
+    """The compiled emulator library: launch(name, grid, block, *args) like a CuPy RawKernel call."""
+
+    PAD = 64  # guard bytes on each side of every buffer
+
+    def __init__(self, lib, stderr_path):
+        self.lib = lib
+        self.stderr_path = stderr_path  # where the library's stderr (UBSan's reports) goes during a launch
+        lib.emu_kernel_name.restype = ctypes.c_char_p
+        lib.emu_kernel_signature.restype = ctypes.c_char_p
+        lib.emu_launch.argtypes = [ctypes.c_int] + [ctypes.c_uint] * 6 + [ctypes.POINTER(ctypes.c_void_p),
+                                                                          ctypes.c_char_p, ctypes.c_int]
+        lib.emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
+        self.index, self.signature = {}, {}
+        for i in range(lib.emu_kernel_count()):
+            name = lib.emu_kernel_name(i).decode()
+            self.index[name] = i
+            self.signature[name] = lib.emu_kernel_signature(i).decode().split(",")
+        self._guarded = weakref.WeakValueDictionary()  # data pointer -> its guarded buffer, while alive
+        self.launched = set()
+
+    # -- memory ------------------------------------------------------------------------------------
+    def array(self, a, dtype=None):
+        """A copy of `a` (C-contiguous) inside a guarded buffer: what device memory is to a kernel."""
+        a = np.asarray(a, dtype=dtype)
+        buf = np.full(a.nbytes + 2 * self.PAD, 0xFF, dtype=np.uint8)
+        view = buf[self.PAD:self.PAD + a.nbytes].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        self._guarded[view.ctypes.data] = buf  # (the view keeps buf alive)
+        return view
+
+    def empty(self, shape, dtype):
+        """A guarded array filled with 0xff bytes (nan / -1): a kernel must write every element itself."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return self.array(np.frombuffer(b"\xff" * nbytes, dtype=dtype).reshape(shape))
+
+    def _check_guards(self, name, arrays):
+        for a in arrays:
+            buf = self._guarded[a.ctypes.data]
+            pad = np.concatenate([buf[:self.PAD], buf[buf.size - self.PAD:]])
+            assert np.all(pad == 0xFF), f"{name} wrote outside an array of shape {a.shape} ({a.dtype})"
+
+    # -- launching ---------------------------------------------------------------------------------
+    def _values(self, name, args):
+        sig = self.signature[name]
+        assert len(args) == len(sig), f"{name} takes {len(sig)} arguments ({','.join(sig)}), got {len(args)}"
+        keep, arrays = [], []
+        for k, (want, a) in enumerate(zip(sig, args)):
+            if want.endswith("*"):
+                if a is None:
+                    keep.append(ctypes.c_void_p(0))
+                    continue
+                assert isinstance(a, np.ndarray), f"{name} argument {k}: a pointer ({want}) needs an array"
+                assert a.ctypes.data in self._guarded, f"{name} argument {k}: use emu.array() for device memory"
+                assert _code(a.dtype) + "*" == want, f"{name} argument {k}: {a.dtype} array for {want}"
+                keep.append(ctypes.c_void_p(a.ctypes.data))
+                arrays.append(a)
+            else:
+                assert isinstance(a, np.generic) and _code(a.dtype) == want, \
+                    f"{name} argument {k}: {want} needs a numpy scalar of that type, got {type(a).__name__}"
+                keep.append(_CTYPE[want](a.item()))
+        return keep, arrays
+
+    def _launch_once(self, name, grid, block, args):
+        keep, arrays = self._values(name, args)
+        argv = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
+                                                       for v in keep])
+        err = ctypes.create_string_buffer(2048)
+        g, b = _dim3(grid), _dim3(block)
+        with open(self.stderr_path, "w+b") as log:  # fd 2 of the process, for the duration of the launch
+            saved = os.dup(2)
+            os.dup2(log.fileno(), 2)
+            try:
+                failed = self.lib.emu_launch(self.index[name], *g, *b, argv, err, len(err))
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            log.seek(0)
+            stderr = log.read().decode(errors="replace")
+        assert "runtime error:" not in stderr, f"{name}<<<{g}, {b}>>>: undefined behaviour (UBSan):\n{stderr[:3000]}"
+        if failed:
+            raise AssertionError(f"{name}<<<{g}, {b}>>>: {err.value.decode()}")
+        self._check_guards(name, arrays)
+        return arrays
+
+    def launch(self, name, grid, block, *args):
+        """name<<<grid, block>>>(*args), synchronously; run under two thread orders (see the docstring)."""
+        assert name in self.index, f"no kernel {name} in kernels/*.cu"
+        self.launched.add(name)
+        copies = [self.array(a) if isinstance(a, np.ndarray) else a for a in args]
+        self.lib.emu_set_schedule(FIRST_SCHEDULE, 12345)  # descending thread ids (or as chosen)
+        first = self._launch_once(name, grid, block, copies)
+        self.lib.emu_set_schedule(0, 0)  # ascending
+        second = self._launch_once(name, grid, block, args)
+        for k, (a, b) in enumerate(zip(first, second)):
+            assert a.tobytes() == b.tobytes(), \
+                f"{name}: array argument {k} differs between two thread orders (a race, or nondeterminism)"
+
+
+_CODE = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int32): "i32",
+         np.dtype(np.int64): "i64", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64",
+         np.dtype(np.uint8): "u8", np.dtype(np.bool_): "u8"}
+_CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32, "i64": ctypes.c_int64,
+          "u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "u8": ctypes.c_uint8}
+
+
+def _code(dtype):
+    return _CODE[np.dtype(dtype)]
+
+
+def _dim3(d):
+    d = (d,) if isinstance(d, int) else tuple(d)
+    return tuple(int(v) for v in d) + (1,) * (3 - len(d))
+
+
+def build_emu(out: Path) -> "Emu":
+    """Compile every kernels/*.cu with the emulator into `out`; skips the test without a C++20 compiler."""
+    cxx, reason = _compiler()
+    if cxx is None:
+        pytest.skip(reason)
+    # The kernel files; kernels/common.cuh (their shared helpers, no entry points) comes in through their
+    # `#include "common.cuh"`, which g++ resolves next to the including file. It has no include guard:
+    # each namespace below gets its own copy (a guard or #pragma once would leave the later ones without).
+    families = sorted(KERNELS.glob("*.cu"))
+    assert families, f"no CUDA sources in {KERNELS}"
+    families.append(EMU_DIR / "selftest.cu")  # kernels that test the emulator itself
+    lines, entries = [], []
+    for cu in families:
+        ns = f"mg_{cu.stem}"
+        lines += [f"#define MG_EMU_HAVE_{cu.stem} 1", f"namespace {ns} {{", f'#include "{cu}"', "}"]
+        entries += [f"X({ns}, {name})" for name in entry_points(cxx, cu)]
+    lines.append("#define MG_EMU_KERNEL_LIST(X) " + " ".join(entries))
+    (out / "emu_kernels.inc").write_text("\n".join(lines) + "\n")
+    lib = out / "libcuda_emu.so"
+    cmd = [cxx, "-std=c++20", "-O1", "-g0", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra",
+           "-Wno-unused-parameter", "-Wno-unused-function", *EXTRA_CXXFLAGS, f"-I{out}", f"-I{EMU_DIR}",
+           str(EMU_DIR / "driver.cpp"), "-o", str(lib)]
+    # UndefinedBehaviorSanitizer: an out-of-bounds index into a __shared__ array (a static array here),
+    # a signed overflow, a misaligned or null access... is reported on stderr, which every launch
+    # captures and checks, instead of silently corrupting memory. Without libubsan, no sanitizer.
+    r = subprocess.run(cmd[:1] + ["-fsanitize=undefined"] + cmd[1:], text=True, capture_output=True)
+    if r.returncode != 0:
+        r = subprocess.run(cmd, text=True, capture_output=True)
+    assert r.returncode == 0, "the emulated kernels do not compile:\n" + " ".join(cmd) + "\n" + r.stderr[-6000:]
+    return Emu(ctypes.CDLL(str(lib)), out / "stderr.txt")
+
+
+# ---- the CUDA backend's runtime on the emulator -------------------------------------------------------------
+
+
+def memory_span(a: np.ndarray) -> np.ndarray:
+    """What a kernel can reach through `a`'s pointer: a 1-D array of its dtype over the memory from its first
+    element to its last one (a view; read-only for a read-only view such as a broadcast)."""
+    assert all(s >= 0 for s in a.strides), f"a kernel was given a view with negative strides {a.strides}"
+    if a.size == 0:
+        return a.reshape(-1)
+    extent = builtins_sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize + 1
+    return np.lib.stride_tricks.as_strided(a, shape=(extent,), strides=(a.itemsize,),
+                                           writeable=a.flags.writeable)
+
+
+builtins_sum = sum
+
+
+class EmulatedRuntime:
+    """minigrad.backend.cuda's runtime (see cuda_runtime.py) on the CPU emulator: NumPy arrays stand for device
+    memory and every launch runs the kernel in the emulator (Emu.launch: two thread orders, guard bytes,
+    argument types checked against the kernel's C signature). A pointer argument reaches the kernel as on a
+    GPU: the raw memory from the array's first element on, whatever its strides, so a wrapper that passes a
+    non-contiguous array to a kernel that reads rows gets the wrong elements here too. `launched` records
+    the kernels run, so that a test can tell a kernel from a fallback to numpy_ref."""
+
+    name = "emulated"
+    device_name = "CPU emulator of CUDA (tests/cuda_emu)"
+    multiprocessors = 2  # small grids: the grid-stride loops of the kernels run more than once
+
+    def __init__(self, emu: Emu):
+        self.emu = emu
+        self.xp = np
+        self.launched: list[str] = []
+
+    def launch(self, family, name, grid, block, args, shared_mem=0):
+        assert (KERNELS / f"{family}.cu").is_file(), f"no kernels/{family}.cu for kernel {name}"
+        self.launched.append(name)
+        staged, call = [], []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                span = memory_span(a)
+                guarded = self.emu.array(span)
+                staged.append((span, guarded))
+                call.append(guarded)
+            else:
+                call.append(a)
+        self.emu.launch(name, grid, block, *call)
+        for span, guarded in staged:  # write the results back (inputs come back unchanged)
+            if span.flags.writeable:
+                span[...] = guarded
+
+    def to_host(self, x):
+        return np.array(x)
+
+    def from_host(self, a):
+        return np.array(a)
+
+    def synchronize(self):
+        pass
