@@ -27,6 +27,7 @@ from hypothesis.extra import numpy as hnp
 
 import minigrad as mg
 from minigrad.autograd import Function
+from minigrad.ops import ToDevice
 from minigrad.testing import GradcheckError, arrays, broadcastable_shapes, dims, gradcheck, shapes
 
 from gradcheck_support import (  # tests/ is on sys.path under pytest
@@ -509,6 +510,13 @@ def _(draw):
 def _(draw):
     n, k, m = (draw(st.integers(1, 3)) for _ in range(3))
     return draw_leaf(draw, (n, k)), draw_leaf(draw, (k, m))
+
+
+# ---- moving between devices (on the CPU a copy to the CPU; test_cuda.py runs it from 'cuda' to the CPU) -----
+
+@case("to_device", lambda x: ToDevice.apply(x, device=mg.device("cpu")) * 2.0)
+def _(draw):
+    return (draw_leaf(draw, draw(SHAPE)),)
 
 
 # ---- a composite, to check that gradients flowing through shared nodes add up -----------------------------

@@ -265,7 +265,7 @@ def normalize_index(x: Tensor, index) -> tuple[tuple, bool]:
     """Turn a user index into a tuple the backend can use, and say whether it has an advanced
     (integer-array) part. Bool masks become integer arrays (one per masked dim), so that backward
     can scatter-add by position; the mask's shape is checked against the dims it covers."""
-    items = [Tensor(it) if isinstance(it, (list, np.ndarray)) else it
+    items = [Tensor(it, device=x.device) if isinstance(it, (list, np.ndarray)) else it
              for it in (index if isinstance(index, tuple) else (index,))]
     backend = dispatch(x.device)
     consumed = [0 if it is None or it is Ellipsis else
@@ -274,7 +274,9 @@ def normalize_index(x: Tensor, index) -> tuple[tuple, bool]:
     for position, item in enumerate(items):
         if isinstance(item, Tensor):
             if item.device != x.device:
-                raise RuntimeError(f"indexing a tensor on {x.device} with an index on {item.device}")
+                if item.device != "cpu":  # CPU indices are copied over, as in PyTorch; others are an error
+                    raise RuntimeError(f"indexing a tensor on {x.device} with an index on {item.device}")
+                item = item.to(x.device)
             if item.dtype is dtypes.bool_:
                 covered = x.shape[dim:dim + item.ndim]
                 if covered != item.shape:

@@ -1,0 +1,548 @@
+"""The CUDA backend (minigrad/backend/cuda.py) against the NumPy reference, on a GPU and on the CPU emulator.
+
+Every test here takes the `cuda_runtime` fixture, which runs it twice:
+  * "gpu": on a real GPU through CuPy; skipped, with the reason, where there is none (CI never has one);
+  * "emulated": the same backend code on tests/cuda_emu_support.EmulatedRuntime, whose device memory is NumPy
+    arrays and whose kernels run in the CPU emulator of CUDA: the wrappers' launch shapes, argument types,
+    strides and contiguity, the fallbacks to numpy_ref and the device API all run in CI. (The emulator
+    checks every launch for races, out-of-bounds writes and undefined behaviour; see test_cuda_emulated.py.)
+
+What is checked: each kernel primitive against numpy_ref on odd sizes, size-1 and broadcast dims,
+non-contiguous inputs and large magnitudes, and that the kernel (not a fallback) ran; the whole gradient-check
+table of test_gradcheck.py with every tensor on 'cuda' (float64 kernels); the device API (moves, gradients
+across devices, modules, optimizers, seeds, errors naming both devices); a small transformer trained on both
+devices giving the same losses.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minigrad as mg
+from minigrad import backend, nn
+from minigrad import random as mg_random
+from minigrad.backend import cuda, numpy_ref
+from minigrad.models import GPT, GPTConfig
+from minigrad.testing import gradcheck
+from attention_support import attention_error_scales  # tests/ is on sys.path under pytest
+from test_gradcheck import CASES
+
+TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-12, 1e-10)}  # (atol, rtol) against the reference
+
+
+@pytest.fixture(scope="module", params=["emulated", "gpu"])
+def cuda_runtime(request):
+    """The runtime the 'cuda' device runs on for the module's tests; the registry is restored afterwards."""
+    saved_registry, saved_rt = backend._registry.get("cuda"), cuda.rt
+    if request.param == "gpu":
+        why = mg.cuda.why_unavailable()
+        if why is not None:
+            pytest.skip(f"needs an NVIDIA GPU with CuPy (pip install minigrad[cuda]): {why}")
+        runtime = cuda.rt
+    else:
+        if saved_registry is not None and saved_rt is not None and saved_rt.name == "cupy":
+            pass  # a real GPU: the emulated runtime replaces it for the module, and is undone below
+        from cuda_emu_support import EmulatedRuntime
+        runtime = EmulatedRuntime(request.getfixturevalue("emu"))
+        backend.register_cuda(runtime)
+    mg_random._generators.pop("cuda", None)
+    yield runtime
+    mg_random._generators.pop("cuda", None)
+    if request.param == "emulated":
+        backend.unregister("cuda", "cuda")
+        backend.unregister("numpy", "cuda")
+        cuda.use_runtime(saved_rt)
+        if saved_registry is not None:
+            backend._registry["cuda"] = saved_registry
+            backend._tables.clear()
+
+
+def device(rt, a):
+    return rt.from_host(np.asarray(a))
+
+
+def host(rt, x):
+    return None if x is None else rt.to_host(x)
+
+
+def check_launched(rt, *prefixes):
+    """On the emulated runtime: the kernels named by `prefixes` ran (the primitive did not fall back)."""
+    if hasattr(rt, "launched"):
+        for prefix in prefixes:
+            assert any(name.startswith(prefix) for name in rt.launched), \
+                f"no {prefix}* kernel ran (launched: {rt.launched[-6:]})"
+        rt.launched.clear()
+
+
+def assert_matches(got, ref, dtype, n=1, scale=None):
+    """got == ref within the DESIGN.md tolerance atol + 8 eps sqrt(n) scale, scale = |ref| by default;
+    nan and inf exactly where the reference has them."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, got.dtype, ref.shape, ref.dtype)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(ref)], ref[~finite & ~np.isnan(ref)])
+    scale = np.abs(ref) if scale is None else scale
+    tol = TOL[dtype][0] + 8 * np.finfo(dtype).eps * math.sqrt(n) * np.broadcast_to(scale, ref.shape)
+    diff = np.where(finite, np.abs(got.astype(np.float64) - ref), 0)
+    assert np.all(diff <= tol), f"max excess {np.max(diff - tol):.3g} at {np.unravel_index(np.argmax(diff - tol), diff.shape)}"
+
+
+def rand(shape, dtype, seed=0, scale=1.0):
+    return (np.random.default_rng(seed).uniform(-scale, scale, shape)).astype(dtype)
+
+
+DTYPES = [np.float32, np.float64]
+
+
+# ---- kernels against the reference ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("a_shape, b_shape, layout", [
+    ((1, 1), (1, 1), "plain"), ((7, 5), (5, 33), "plain"), ((33, 65), (65, 17), "plain"),
+    ((70, 18), (18, 66), "a_transposed"), ((70, 18), (18, 66), "b_transposed"), ((5,), (5, 3), "plain"),
+    ((4, 5), (5,), "plain"), ((2, 3, 7, 5), (5, 9), "plain"), ((2, 1, 7, 5), (3, 5, 9), "plain"),
+    ((3, 4, 0), (0, 2), "plain"), ((2, 5, 4), (2, 4, 6), "sliced"),
+])
+def test_matmul(cuda_runtime, dtype, a_shape, b_shape, layout):
+    """gemm.cu through every layout the ops produce: transposed views read through strides, batch broadcast
+    (a 2-D operand against a batch, size-1 batch dims), 1-D operands, K = 0, non-contiguous slices."""
+    rt = cuda_runtime
+    a, b = rand(a_shape, dtype, 1, 3.0), rand(b_shape, dtype, 2, 3.0)
+    if layout == "a_transposed":
+        a_dev = device(rt, np.ascontiguousarray(a.T)).T
+    elif layout == "sliced":
+        a = rand((2, 5, 8), dtype, 1)[:, :, ::2]
+        a_dev = device(rt, rand((2, 5, 8), dtype, 1))[:, :, ::2]
+    else:
+        a_dev = device(rt, a)
+    b_dev = device(rt, np.ascontiguousarray(b.T)).T if layout == "b_transposed" else device(rt, b)
+    got = host(rt, cuda.matmul(a_dev, b_dev))
+    scale = numpy_ref.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+    assert_matches(got, numpy_ref.matmul(a, b), dtype, n=a_shape[-1], scale=scale)
+    if 0 not in a_shape:
+        check_launched(rt, "gemm_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 33, 1600, 4099])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_rows(cuda_runtime, op, n, dtype):
+    """Warp-per-row (n <= 1024) and block-per-row kernels, forward and backward, values up to +-1e4."""
+    rt = cuda_runtime
+    x, dout = rand((3, n), dtype, n, 1e4), rand((3, n), dtype, n + 1)
+    out = getattr(cuda, f"{op}_forward")(device(rt, x), 1)
+    ref = getattr(numpy_ref, f"{op}_forward")(x, 1)
+    assert_matches(host(rt, out), ref, dtype, n=n, scale=1.0 if op == "softmax" else np.abs(ref) + 1)
+    assert np.all(np.isfinite(host(rt, out)))
+    dx = getattr(cuda, f"{op}_backward")(device(rt, dout), out, 1)
+    ref_dx = getattr(numpy_ref, f"{op}_backward")(dout, ref, 1)
+    assert_matches(host(rt, dx), ref_dx, dtype, n=n, scale=np.abs(ref_dx) + 1)
+    check_launched(rt, f"{op}_forward_", f"{op}_backward_")
+
+
+REDUCTION_CASES = [((4, 33), 0), ((2, 3, 5), 1), ((2, 3, 5), -1), ((3, 4), None), ((1, 5000), 1), ((5000, 2), 0),
+                   ((2, 1, 3), 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op, shape, axis", [(op, shape, axis) for op in ("sum", "max", "min", "softmax_forward")
+                                             for shape, axis in REDUCTION_CASES
+                                             if axis is not None or op != "softmax_forward"])
+def test_reductions_along_any_axis(cuda_runtime, op, shape, axis, dtype):
+    """reduce.cu's lastdim and strided kernels, with the chunked two-pass form for long reductions; the
+    softmax of a middle axis (moved last); keepdims both ways; a transposed (non-contiguous) input."""
+    rt = cuda_runtime
+    x = rand(shape, dtype, 3, 100.0)
+    x_dev = device(rt, np.ascontiguousarray(x.T)).T  # the same values, transposed strides
+    for keepdims in (False, True):
+        if op == "softmax_forward":
+            got, ref = cuda.softmax_forward(x_dev, axis), numpy_ref.softmax_forward(x, axis)
+        else:
+            got, ref = getattr(cuda, op)(x_dev, axis, keepdims), getattr(numpy_ref, op)(x, axis, keepdims)
+        n = x.size if axis is None else x.shape[axis]
+        assert_matches(host(rt, got), ref, dtype, n=n, scale=np.max(np.abs(x)))
+    check_launched(rt, "softmax_" if op == "softmax_forward" else f"reduce_{op}_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reductions_propagate_nan(cuda_runtime, dtype):
+    rt = cuda_runtime
+    x = rand((3, 40), dtype, 4)
+    x[1, 7] = np.nan
+    for op in ("max", "min", "sum"):
+        got = host(rt, getattr(cuda, op)(device(rt, x), 1, False))
+        np.testing.assert_array_equal(np.isnan(got), [False, True, False])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, d", [(1, 1), (5, 33), (3, 1600), (300, 16)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm(cuda_runtime, rows, d, affine, dtype):
+    rt = cuda_runtime
+    x, dout = rand((rows, d), dtype, d, 5.0) + 3, rand((rows, d), dtype, d + 1)
+    w, b = (rand(d, dtype, 7), rand(d, dtype, 8)) if affine else (None, None)
+    dev = [None if a is None else device(rt, a) for a in (x, w, b, dout)]
+    out, mean, rstd = cuda.layer_norm_forward(dev[0], dev[1], dev[2], 1e-5)
+    ref = numpy_ref.layer_norm_forward(x, w, b, 1e-5)
+    for got, want in zip((out, mean, rstd), ref):
+        assert_matches(host(rt, got), want, dtype, n=d, scale=np.abs(want) + 1)
+    grads = cuda.layer_norm_backward(dev[3], dev[0], dev[1], mean, rstd)
+    ref_grads = numpy_ref.layer_norm_backward(dout, x, w, ref[1], ref[2])
+    for got, want in zip(grads, ref_grads):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert_matches(host(rt, got), want, dtype, n=builtin_max(d, rows), scale=np.abs(want) + 10)
+    check_launched(rt, "layernorm_forward_", "layernorm_backward_dx_", "layernorm_backward_dparams_")
+
+
+builtin_max = max
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bias_gelu_and_bias_residual(cuda_runtime, with_bias, approximate, dtype):
+    rt = cuda_runtime
+    x, dout, res = rand((5, 33), dtype, 1, 4.0), rand((5, 33), dtype, 2), rand((5, 33), dtype, 3)
+    bias = rand(33, dtype, 4) if with_bias else None
+    bias_dev = None if bias is None else device(rt, bias)
+    got = cuda.bias_gelu_forward(device(rt, x), bias_dev, approximate)
+    assert_matches(host(rt, got), numpy_ref.bias_gelu_forward(x, bias, approximate), dtype, scale=np.abs(x) + 1)
+    dx, dbias = cuda.bias_gelu_backward(device(rt, dout), device(rt, x), bias_dev, approximate)
+    ref_dx, ref_dbias = numpy_ref.bias_gelu_backward(dout, x, bias, approximate)
+    assert_matches(host(rt, dx), ref_dx, dtype, scale=np.abs(ref_dx) + 1)
+    assert (dbias is None) == (ref_dbias is None)
+    if bias is not None:
+        assert_matches(host(rt, dbias), ref_dbias, dtype, n=5, scale=np.abs(ref_dbias) + 1)
+        got = cuda.bias_residual_forward(device(rt, x), bias_dev, device(rt, res))
+        assert_matches(host(rt, got), numpy_ref.bias_residual_forward(x, bias, res), dtype, scale=np.abs(x) + 2)
+    gelu = cuda.gelu_forward(device(rt, x.T), approximate)  # a transposed input: made contiguous
+    assert_matches(host(rt, gelu), numpy_ref.gelu_forward(x.T, approximate), dtype, scale=np.abs(x.T) + 1)
+    check_launched(rt, "bias_gelu_forward_", "bias_gelu_backward_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout(cuda_runtime, p, dtype):
+    """The mask comes from the kernel's Philox stream: masks differ from numpy_ref's, so the test checks
+    what must hold: out = x * mask / (1 - p), the keep rate, a new mask per call, the same masks per seed."""
+    rt = cuda_runtime
+    x = rand((7, 151), dtype, 5) + 2
+    gen = cuda.make_generator(1234)
+    out, mask = cuda.dropout_forward(gen, device(rt, x), p)
+    out, mask = host(rt, out), host(rt, mask)
+    assert mask.dtype == np.bool_ and mask.shape == x.shape
+    scale = 0.0 if p == 1 else 1 / (1 - p)
+    assert_matches(out, (x * mask * scale).astype(dtype), dtype, scale=np.abs(x) * scale)
+    if 0 < p < 1:
+        assert abs(mask.mean() - (1 - p)) < 0.05
+        second = host(rt, cuda.dropout_forward(gen, device(rt, x), p)[1])
+        assert not np.array_equal(second, mask)  # the next offset: a new mask
+        again = host(rt, cuda.dropout_forward(cuda.make_generator(1234), device(rt, x), p)[1])
+        np.testing.assert_array_equal(again, mask)
+    dout = rand(x.shape, dtype, 6)
+    dx = cuda.dropout_backward(device(rt, dout), device(rt, mask), p)
+    assert_matches(host(rt, dx), numpy_ref.dropout_backward(dout, mask, p), dtype, scale=np.abs(dout) * scale)
+    check_launched(rt, "dropout_forward_", "dropout_backward_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [1, 33, 1600])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy(cuda_runtime, c, label_smoothing, dtype):
+    """Logits up to +-1e4 (exp overflows float32 past 88) and an ignored row."""
+    rt = cuda_runtime
+    logits = rand((5, c), dtype, c, 1e4)
+    targets = np.random.default_rng(c).integers(0, c, 5)
+    targets[2] = -100
+    losses, logprobs = cuda.cross_entropy_forward(device(rt, logits), device(rt, targets), -100, label_smoothing)
+    ref_losses, ref_logprobs = numpy_ref.cross_entropy_forward(logits, targets, -100, label_smoothing)
+    assert np.all(np.isfinite(host(rt, losses)))
+    assert_matches(host(rt, losses), ref_losses, dtype, n=c, scale=np.abs(ref_losses) + 1e4)
+    assert_matches(host(rt, logprobs), ref_logprobs, dtype, n=c, scale=np.abs(ref_logprobs) + 1e4)
+    dlosses = rand(5, dtype, 9)
+    got = cuda.cross_entropy_backward(device(rt, dlosses), logprobs, device(rt, targets), -100, label_smoothing)
+    ref = numpy_ref.cross_entropy_backward(dlosses, ref_logprobs, targets, -100, label_smoothing)
+    assert_matches(host(rt, got), ref, dtype, n=c, scale=1.0)
+    check_launched(rt, "cross_entropy_forward_", "cross_entropy_backward_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding_idx", [None, 3])
+def test_embedding(cuda_runtime, padding_idx, dtype):
+    rt = cuda_runtime
+    weight = rand((50, 33), dtype, 1)
+    indices = np.random.default_rng(2).integers(0, 50, (4, 9))
+    indices[0, :3] = 3  # repeated rows accumulate
+    out = cuda.embedding_forward(device(rt, weight), device(rt, indices))
+    np.testing.assert_array_equal(host(rt, out), numpy_ref.embedding_forward(weight, indices))
+    dout = rand((4, 9, 33), dtype, 3)
+    got = cuda.embedding_backward(device(rt, dout), device(rt, indices), 50, padding_idx)
+    ref = numpy_ref.embedding_backward(dout, indices, 50, padding_idx)
+    assert_matches(host(rt, got), ref, dtype, n=36, scale=np.abs(ref) + 1)
+    check_launched(rt, "embedding_forward_", "embedding_backward_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b, h, tq, tk, d, dv, causal, bias", [
+    (1, 1, 1, 1, 1, 1, False, None), (2, 3, 17, 17, 8, 8, True, None), (1, 2, 5, 33, 16, 4, False, "key_mask"),
+    (2, 1, 33, 9, 4, 8, True, "full"),
+])
+def test_attention(cuda_runtime, b, h, tq, tk, d, dv, causal, bias, dtype):
+    """attention.cu forward and backward: causal, a padding mask broadcast over heads and queries (stride-0
+    dims), a full additive bias, Tq != Tk, D != Dv."""
+    rt = cuda_runtime
+    q, k, v = rand((b, h, tq, d), dtype, 1, 2.0), rand((b, h, tk, d), dtype, 2, 2.0), rand((b, h, tk, dv), dtype, 3)
+    if bias == "key_mask":
+        bias_arr = np.where(np.arange(tk) % 4 == 3, -np.inf, 0.0).astype(dtype).reshape(1, 1, 1, tk)
+    elif bias == "full":
+        bias_arr = rand((b, h, tq, tk), dtype, 4)
+    else:
+        bias_arr = None
+    dev = [None if a is None else device(rt, a) for a in (q, k, v, bias_arr)]
+    out, lse = cuda.attention_forward(*dev, causal, 0.5)
+    ref_out, ref_lse = numpy_ref.attention_forward(q, k, v, bias_arr, causal, 0.5)
+    dout = rand(ref_out.shape, dtype, 5)
+    scales = attention_error_scales(q, k, v, bias_arr, causal, 0.5, dout, ref_out, ref_lse)
+    assert_matches(host(rt, out), ref_out, dtype, n=tk, scale=scales[0])
+    assert_matches(host(rt, lse), ref_lse, dtype, n=tk, scale=scales[1])
+    grads = cuda.attention_backward(device(rt, dout), *dev[:3], out, lse, dev[3], causal, 0.5)
+    ref_grads = numpy_ref.attention_backward(dout, q, k, v, ref_out, ref_lse, bias_arr, causal, 0.5)
+    for got, want, scale in zip(grads, ref_grads, scales[2:]):
+        assert_matches(host(rt, got), want, dtype, n=builtin_max(tq, tk), scale=scale)
+    check_launched(rt, "attention_forward_", "attention_backward_delta_", "attention_backward_dkv_",
+                   "attention_backward_dq_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("amsgrad, decoupled", [(False, True), (True, False)])
+def test_adam_step(cuda_runtime, amsgrad, decoupled, dtype):
+    rt = cuda_runtime
+    arrays = [rand(37, dtype, s) for s in range(4)] + [np.abs(rand(37, dtype, 9))]
+    arrays[3] = np.abs(arrays[3])
+    ref = [a.copy() for a in arrays]
+    dev = [device(rt, a) for a in arrays]
+    args = (3, 1e-2, 0.9, 0.999, 1e-8, 0.1, decoupled, amsgrad, False)
+    cuda.adam_step_(dev[0], dev[1], dev[2], dev[3], dev[4] if amsgrad else None, *args)
+    numpy_ref.adam_step_(ref[0], ref[1], ref[2], ref[3], ref[4] if amsgrad else None, *args)
+    for got, want in zip(dev, ref):
+        assert_matches(host(rt, got), want, dtype, scale=np.abs(want) + 1)
+    check_launched(rt, "adamw_step_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", [
+    ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    ((2, 3, 7, 6), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    ((2, 4, 9, 8), (6, 2, 3, 2), (2, 1), ((2, 0), (1, 1)), (1, 2), 2),
+])
+def test_conv2d(cuda_runtime, x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    """im2col + gemm (weight broadcast over the images, a GEMM per group), the weight gradient as one GEMM
+    over images and positions, col2im for the input gradient; strides, asymmetric padding, dilation, groups."""
+    rt = cuda_runtime
+    x, w, bias = rand(x_shape, dtype, 1), rand(w_shape, dtype, 2), rand(w_shape[0], dtype, 3)
+    geometry = (stride, padding, dilation, groups)
+    out = cuda.conv2d_forward(device(rt, x), device(rt, w), *geometry, bias=device(rt, bias))
+    ref = numpy_ref.conv2d_forward(x, w, *geometry, bias=bias)
+    k = math.prod(w_shape[1:])
+    assert_matches(host(rt, out), ref, dtype, n=k, scale=k)
+    dout = rand(ref.shape, dtype, 4)
+    dx, dw = cuda.conv2d_backward(device(rt, dout), device(rt, x), device(rt, w), *geometry)
+    ref_dx, ref_dw = numpy_ref.conv2d_backward(dout, x, w, *geometry)
+    assert_matches(host(rt, dx), ref_dx, dtype, n=k, scale=k)
+    assert_matches(host(rt, dw), ref_dw, dtype, n=dout.size, scale=dout.size)
+    check_launched(rt, "im2col_", "gemm_", "col2im_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_cells(cuda_runtime, cell, dtype):
+    """rnn.cu's cells, pre-activations up to +-30 (saturated gates), and the sequence loops around them."""
+    rt = cuda_runtime
+    batch, hidden, gates = 3, 5, 4 if cell == "lstm" else 3
+    gx, gh = rand((batch, gates * hidden), dtype, 1, 30.0), rand((batch, gates * hidden), dtype, 2)
+    state = rand((batch, hidden), dtype, 3)
+    got = getattr(cuda, f"{cell}_cell_forward")(device(rt, gx), device(rt, gh), device(rt, state))
+    ref = getattr(numpy_ref, f"{cell}_cell_forward")(gx, gh, state)
+    for g, r in zip(got, ref):
+        assert_matches(host(rt, g), r, dtype, scale=np.abs(r) + 1)
+    dh = rand((batch, hidden), dtype, 4)
+    if cell == "lstm":
+        dc = rand((batch, hidden), dtype, 5)
+        got_b = cuda.lstm_cell_backward(device(rt, dh), device(rt, dc), got[1], device(rt, state))
+        ref_b = numpy_ref.lstm_cell_backward(dh, dc, ref[1], state)
+    else:
+        got_b = cuda.gru_cell_backward(device(rt, dh), got[1], device(rt, state))
+        ref_b = numpy_ref.gru_cell_backward(dh, ref[1], state)
+    for g, r in zip(got_b, ref_b):
+        assert_matches(host(rt, g), r, dtype, scale=np.abs(r) + 1)
+    check_launched(rt, f"{cell}_cell_forward_", f"{cell}_cell_backward_")
+
+
+@pytest.mark.parametrize("primitive, args", [
+    ("matmul", lambda: (np.arange(6).reshape(2, 3), np.arange(3))),            # int64: no kernel
+    ("softmax_forward", lambda: (np.ones((2, 0), np.float32), 1)),              # empty rows
+    ("sum", lambda: (np.ones((2, 3, 4), np.float32), (0, 2), False)),          # two axes at once
+    ("attention_forward", lambda: (*(np.ones((1, 1, 2, 129), np.float32),) * 3, None, False, 1.0)),  # D > 128
+])
+def test_what_no_kernel_takes_falls_back_to_the_reference(cuda_runtime, primitive, args):
+    rt = cuda_runtime
+    values = args()
+    dev = [device(rt, a) if isinstance(a, np.ndarray) else a for a in values]
+    got, ref = getattr(cuda, primitive)(*dev), getattr(numpy_ref, primitive)(*values)
+    for g, r in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
+        np.testing.assert_allclose(host(rt, g), r, rtol=1e-6)
+
+
+# ---- every differentiable op, its gradient checked on 'cuda' ----------------------------------------------
+
+
+def _on_cuda(args):
+    """The case's arguments on 'cuda': modules moved in place (their parameters, passed too, stay theirs),
+    other tensors (also inside tuples) copied as new leaves that require grad as the originals do."""
+    for a in args:
+        if isinstance(a, nn.Module):
+            a.to("cuda")
+
+    def move(a):
+        if isinstance(a, (tuple, list)):  # e.g. a recurrent state (h, c)
+            return type(a)(move(b) for b in a)
+        if isinstance(a, mg.Tensor) and a.device != "cuda":
+            return a.detach().to("cuda").requires_grad_(a.requires_grad)
+        return a
+    return [move(a) for a in args]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
+@settings(max_examples=2, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_gradcheck_on_cuda(cuda_runtime, case, data):
+    """Each row of the gradient-check table (test_gradcheck.py) with its tensors on 'cuda', in float64: the
+    float64 kernels, the fallbacks and the autograd across them, against central differences. Two examples
+    per row (each finite difference is a forward pass: slow on the emulator)."""
+    args = _on_cuda(data.draw(case.strategy(), label="args"))
+    assert gradcheck(case.fn, *args)
+
+
+# ---- the device API -----------------------------------------------------------------------------------------
+
+
+def test_tensors_move_between_devices_and_gradients_follow(cuda_runtime):
+    x = mg.randn(3, 4, requires_grad=True)
+    y = x.to("cuda")
+    assert y.device == "cuda" and y.is_cuda and not y.is_leaf and isinstance(y.data, type(cuda_runtime.xp.empty(0)))
+    assert y.cuda() is y and y.to("cuda:0") is y  # nothing to do: the same tensor
+    ((y * y).sum().cpu() + y.cpu().sum()).backward()  # two paths back to x, through the GPU and back
+    assert x.grad.device == "cpu"
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.detach().numpy() + 1, rtol=1e-6)
+    np.testing.assert_array_equal(y.detach().cpu().numpy(), x.detach().numpy())
+    assert y.detach().numpy().dtype == np.float32  # .numpy() copies to the host
+    assert "device='cuda'" in repr(y)
+
+
+def test_creation_functions_take_a_device(cuda_runtime):
+    array_type = type(cuda_runtime.xp.empty(0))
+    made = [mg.zeros(2, 3, device="cuda"), mg.ones(2, device="cuda"), mg.full((2,), 3.0, device="cuda"),
+            mg.arange(5, device="cuda"), mg.linspace(0, 1, 4, device="cuda"), mg.eye(3, device="cuda"),
+            mg.randn(2, 2, device="cuda"), mg.rand(3, device="cuda"), mg.randint(0, 5, (4,), device="cuda"),
+            mg.tensor([[1.0, 2.0]], device="cuda"), mg.tensor(np.arange(3), device=mg.device("cuda")),
+            mg.empty(2, device="cuda")]
+    made.append(mg.zeros_like(made[0]))
+    for t in made:
+        assert t.device == "cuda" and isinstance(t.data, array_type), (t.device, type(t.data))
+    np.testing.assert_array_equal(made[9].numpy(), [[1.0, 2.0]])
+    assert made[8].dtype is mg.int64 and 0 <= made[8].min().item() and made[8].max().item() < 5
+
+
+def test_mixing_devices_raises_naming_both(cuda_runtime):
+    a, b = mg.ones(2, 2), mg.ones(2, 2, device="cuda")
+    for op in (lambda: a + b, lambda: a @ b, lambda: mg.cat([a, b]), lambda: mg.where(a > 0, a, b)):
+        with pytest.raises(RuntimeError, match=r"cpu.*cuda|cuda.*cpu"):
+            op()
+    with pytest.raises(RuntimeError, match="cuda:1"):
+        mg.ones(2, device="cuda:1")
+
+
+def test_indexing_on_cuda_takes_cpu_indices(cuda_runtime):
+    x = mg.arange(12, device="cuda").reshape(3, 4)
+    assert x[mg.tensor([2, 0])].device == "cuda"
+    np.testing.assert_array_equal(x[[2, 0], 1:3].numpy(), [[9, 10], [1, 2]])
+    with pytest.raises(RuntimeError, match="index on cuda"):
+        mg.arange(3)[mg.tensor([0], device="cuda")]
+
+
+def test_cuda_seeds_and_api(cuda_runtime):
+    mg.cuda.manual_seed(3)
+    a, drop_a = mg.randn(5, device="cuda"), nn.functional.dropout(mg.ones(64, device="cuda"), 0.5, training=True)
+    mg.cuda.manual_seed(3)
+    b, drop_b = mg.randn(5, device="cuda"), nn.functional.dropout(mg.ones(64, device="cuda"), 0.5, training=True)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(drop_a.numpy(), drop_b.numpy())
+    assert 0 < (drop_a.numpy() == 0).sum() < 64
+    assert mg.cuda.is_available() and mg.cuda.why_unavailable() is None and mg.cuda.device_count() == 1
+    assert mg.cuda.current_device() == 0 and mg.cuda.get_device_name() == cuda_runtime.device_name
+    mg.cuda.synchronize()
+
+
+def _train_tiny_gpt(device, steps=3):
+    mg.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    model.to(device)
+    optimizer = mg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    data = np.random.default_rng(1).integers(0, 11, (steps, 3, 9))
+    losses = []
+    for batch in data:
+        x, y = mg.tensor(batch[:, :-1], device=device), mg.tensor(batch[:, 1:], device=device)
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        mg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def test_a_small_gpt_trains_on_cuda_as_on_the_cpu(cuda_runtime, tmp_path):
+    """Embedding, attention, LayerNorm, GELU MLP, cross-entropy, AdamW and gradient clipping, three steps on
+    each device from the same seed: the same losses and parameters up to float32 rounding."""
+    cpu_losses, cpu_params = _train_tiny_gpt("cpu")
+    cuda_losses, cuda_params = _train_tiny_gpt("cuda")
+    np.testing.assert_allclose(cuda_losses, cpu_losses, rtol=1e-4)
+    assert cuda_losses[-1] < cuda_losses[0]
+    for name, value in cpu_params.items():
+        np.testing.assert_allclose(cuda_params[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_a_model_on_cuda_saves_and_loads(cuda_runtime, tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).to("cuda")
+    assert all(p.device == "cuda" for p in model.parameters())
+    mg.save(model.state_dict(), tmp_path / "m.safetensors")
+    twin = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    twin.load_state_dict(mg.load(tmp_path / "m.safetensors"))
+    x = mg.randn(2, 3)
+    np.testing.assert_allclose(model(x.cuda()).detach().cpu().numpy(), twin(x).detach().numpy(), rtol=1e-5)
+
+
+def test_without_a_gpu_cuda_is_unavailable_and_says_why(monkeypatch):
+    """CuPy missing or broken: is_available() is False, never an exception, and using 'cuda' names the reason."""
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)  # `import cupy` raises ImportError
+    monkeypatch.setattr(backend, "_cuda_error", None)
+    monkeypatch.setattr(backend, "_registry", {k: v for k, v in backend._registry.items() if k != "cuda"})
+    backend._tables.clear()
+    try:
+        assert mg.cuda.is_available() is False
+        assert "CuPy does not import" in mg.cuda.why_unavailable()
+        with pytest.raises(RuntimeError, match="CuPy does not import"):
+            mg.ones(2).to("cuda")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            mg.cuda.synchronize()
+    finally:
+        backend._tables.clear()
