@@ -9,6 +9,8 @@ Layers: user code -> Tensor (tensor.py) -> Function (autograd.py, ops/) -> backe
 (backend/) -> kernel. See README.md for a tour.
 """
 from minigrad import backend, nn, optim, viz
+from minigrad import amp  # (after nn: amp reads minigrad.tensor, which the ops import)
+from minigrad.amp import autocast
 from minigrad.autograd import Function, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigrad.creation import (
     arange, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
