@@ -92,9 +92,14 @@ def _open(path):
 
 
 def _read(path) -> tuple[dict, dict[str, str]]:
-    """The NumPy arrays (by name) and the metadata of a safetensors file."""
+    """The NumPy arrays (by name) and the metadata of a safetensors file. (safetensors reads BF16 as
+    ml_dtypes' bfloat16, which NumPy knows once minigrad.dtypes has imported ml_dtypes.)"""
     with _open(path) as f:
-        return {name: f.get_tensor(name) for name in f.keys()}, (f.metadata() or {})
+        try:
+            return {name: f.get_tensor(name) for name in f.keys()}, (f.metadata() or {})
+        except TypeError as err:  # "data type 'bfloat16' not understood"
+            raise TypeError(f"{os.fspath(path)}: {err}; bfloat16 tensors need the ml_dtypes package: "
+                            f"pip install ml_dtypes") from None
 
 
 def load(path, device="cpu") -> dict[str, Tensor]:
@@ -114,7 +119,7 @@ def _to_tensors(arrays: dict, path, device) -> dict[str, Tensor]:
     for name, array in arrays.items():
         try:
             out[name] = from_numpy(array).to(device)
-        except TypeError as err:  # a dtype minigrad has no type for (float16, int32, ...)
+        except TypeError as err:  # a dtype minigrad has no type for (int32, uint8, ...)
             raise TypeError(f"{os.fspath(path)}: tensor {name!r}: {err}") from None
     return out
 

@@ -99,6 +99,10 @@ class Tensor:
     def element_size(self) -> int:
         return self.dtype.itemsize
 
+    def is_floating_point(self) -> bool:
+        """Whether the dtype is a floating point one (float16, bfloat16, float32, float64)."""
+        return self.dtype.is_floating_point
+
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
@@ -140,6 +144,12 @@ class Tensor:
 
     def double(self) -> "Tensor":
         return self.to(dtypes.float64)
+
+    def half(self) -> "Tensor":
+        return self.to(dtypes.float16)
+
+    def bfloat16(self) -> "Tensor":
+        return self.to(dtypes.bfloat16)
 
     def long(self) -> "Tensor":
         return self.to(dtypes.int64)
@@ -424,7 +434,7 @@ class Tensor:
 def as_tensor_like(value, like) -> Tensor:
     """`value` as a tensor for an op with `like`. Tensors pass through; a Python or NumPy scalar becomes
     a 0-d tensor on like's device, with like's dtype unless that would lose the value's kind (a float
-    scalar with an int64 tensor gives float32, as in PyTorch)."""
+    scalar with an int64 tensor gives float32, with a float16 tensor float16, as in PyTorch)."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, np.generic):
@@ -433,7 +443,7 @@ def as_tensor_like(value, like) -> Tensor:
         raise TypeError(f"expected a Tensor or a Python number, got {type(value).__name__}")
     if not isinstance(like, Tensor):
         return Tensor(value)
-    dtype = dtypes.promote_types(dtypes.default_dtype_for(value), like.dtype)
+    dtype = dtypes.promote_with_scalar(like.dtype, value)
     return Tensor._wrap(dispatch(like.device).full((), value, dtype.np_dtype), like.device)
 
 

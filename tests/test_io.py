@@ -17,7 +17,7 @@ import minigrad as mg
 import minigrad.io
 from minigrad import nn, optim
 
-DTYPES = [mg.float32, mg.float64, mg.int64, mg.bool_]
+DTYPES = [mg.float16, mg.bfloat16, mg.float32, mg.float64, mg.int64, mg.bool_]
 SHAPES = [(), (0,), (2, 0, 3), (5,), (3, 4), (2, 3, 1, 2)]
 
 
@@ -97,6 +97,22 @@ def test_file_opens_with_safetensors_own_loader(tmp_path):
     assert header["w"]["dtype"] == "F32" and header["w"]["shape"] == [3, 2]
 
 
+@pytest.mark.parametrize("dtype, code", [(mg.float16, "F16"), (mg.bfloat16, "BF16")], ids=str)
+def test_16_bit_floats_are_stored_as_f16_and_bf16_and_read_by_torch(tmp_path, dtype, code):
+    torch = pytest.importorskip("torch", reason="torch (the test extra) reads the files minigrad writes")
+    import safetensors.torch
+    t = random_tensor((3, 4), dtype)
+    mine, theirs = tmp_path / "mine.safetensors", tmp_path / "theirs.safetensors"
+    mg.save({"x": t}, mine)
+    header_len = struct.unpack("<Q", mine.read_bytes()[:8])[0]
+    assert json.loads(mine.read_bytes()[8:8 + header_len])["x"]["dtype"] == code
+    read = safetensors.torch.load_file(str(mine))["x"]
+    assert read.dtype == getattr(torch, dtype.name)
+    np.testing.assert_array_equal(read.float().numpy(), t.float().numpy())
+    safetensors.torch.save_file({"y": read * 2}, str(theirs))
+    assert_same(mg.load(theirs)["y"], t * 2)  # doubling is exact in any binary float
+
+
 def test_files_written_by_safetensors_load(tmp_path):
     arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, -2], dtype=np.int64)}
     safetensors.numpy.save_file(arrays, str(tmp_path / "t.safetensors"))
@@ -107,9 +123,9 @@ def test_files_written_by_safetensors_load(tmp_path):
 
 
 def test_unsupported_dtype_in_file_names_key_and_path(tmp_path):
-    path = tmp_path / "half.safetensors"
-    safetensors.numpy.save_file({"h": np.ones(2, dtype=np.float16)}, str(path))
-    with pytest.raises(TypeError, match=r"half\.safetensors.*'h'.*float16"):
+    path = tmp_path / "int32.safetensors"
+    safetensors.numpy.save_file({"h": np.ones(2, dtype=np.int32)}, str(path))
+    with pytest.raises(TypeError, match=r"int32\.safetensors.*'h'.*int32"):
         mg.load(path)
 
 

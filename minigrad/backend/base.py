@@ -12,7 +12,23 @@ Conventions (after llm.c):
   forward cached (e.g. the softmax output), then the inputs;
 - shapes and dtypes are validated by the ops layer before a primitive is called: primitives may assume
   valid input;
-- primitives never upcast silently: float32 in, float32 out.
+- primitives never upcast silently: float32 in, float32 out; float16 in, float16 out.
+
+16-bit floats (float16, bfloat16; mixed precision, see minigrad.amp). A primitive given float16 or
+bfloat16 arrays computes as if on float32 copies of them and rounds each output once to the input's
+dtype: what tensor cores do (the product of two 16-bit values is exact in float32, and the sums
+accumulate in float32). So `matmul` returns round16(float32(a) @ float32(b)), `sum` of 10,000 bfloat16
+ones is 9984 (10,000 rounded), not 256, and softmax, layer_norm, attention, cross_entropy, conv2d, the
+pools and the RNN cells never accumulate in 16 bits. Exceptions, by contract:
+- the statistics that a forward caches for its backward stay float32: `attention_forward`'s lse and
+  `layer_norm_forward`'s mean and rstd (FlashAttention's and PyTorch's choice: rounding lse to bfloat16
+  would put an error of up to 2^-9 * |lse| in every recomputed probability);
+- elementwise ufuncs (add, mul, exp, ...) round once per element by nature; layout, indexing and
+  comparisons do not round at all;
+- the in-place optimizer steps and index_add_ / scatter_add update 16-bit arrays in their own dtype
+  (mixed precision keeps parameters and their gradients in float32).
+A backend whose kernels lack 16-bit versions sends those arrays to numpy_ref, which implements the
+contract (see its `in_float32`).
 """
 
 PRIMITIVES = {
@@ -62,7 +78,8 @@ PRIMITIVES = {
     "log_softmax_forward": "log_softmax_forward(x, axis) -> x - max - log(sum(exp(x - max)))",
     "log_softmax_backward": "log_softmax_backward(dout, out, axis) -> dout - exp(out) * sum(dout)",
     # ---- linear algebra -------------------------------------------------------------------------
-    "matmul": "matmul(a, b) -> a @ b with batch broadcasting; operands may be transposed views",
+    "matmul": "matmul(a, b) -> a @ b with batch broadcasting; operands may be transposed views; 16-bit "
+              "operands: products accumulated in float32, the result rounded once to their dtype",
     # ---- layout and indexing -------------------------------------------------------------------
     "reshape": "reshape(x, shape) -> a view when strides allow, else a copy",
     "transpose": "transpose(x, axes) -> a view with permuted axes",
@@ -94,7 +111,8 @@ PRIMITIVES = {
     "avg_pool2d_backward": "avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, "
                            "count_include_pad) -> dx",
     "layer_norm_forward": "layer_norm_forward(x (R,D), weight (D,) or None, bias (D,) or None, eps) -> "
-                          "(out (R,D), mean (R,), rstd (R,)): normalization over the last dim",
+                          "(out (R,D), mean (R,), rstd (R,)): normalization over the last dim; mean and rstd "
+                          "are float32 for 16-bit x",
     "layer_norm_backward": "layer_norm_backward(dout, x, weight, mean, rstd) -> (dx, dweight, dbias); "
                            "dweight/dbias are None when weight/bias are",
     "embedding_forward": "embedding_forward(weight (V,D), indices int64 (*)) -> out (*, D)",
@@ -129,7 +147,8 @@ PRIMITIVES = {
     "attention_forward": "attention_forward(q (B,H,Tq,D), k (B,H,Tk,D), v (B,H,Tk,Dv), bias, is_causal, scale) "
                          "-> (out (B,H,Tq,Dv), lse (B,H,Tq)): softmax(q k^T * scale + bias) v; bias is an "
                          "additive float mask broadcastable to (B,H,Tq,Tk) or None; is_causal masks key j > "
-                         "query i (top-left aligned, as torch); lse = logsumexp of each score row",
+                         "query i (top-left aligned, as torch); lse = logsumexp of each score row. 16-bit "
+                         "q, k, v: computed in float32, out rounded to their dtype, lse float32",
     "attention_backward": "attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale) -> (dq, dk, dv)",
     # ---- recurrent cells: the gate math of one step (the recurrent matmul h W_hh^T stays on `matmul`) -----
     "lstm_cell_forward": "lstm_cell_forward(gates_x (B,4H), gates_h (B,4H), c (B,H)) -> (hc (2,B,H), cache "

@@ -9,18 +9,66 @@ of their own. NumPy hands a call such as `np.exp(a)` or `np.sum(a)` on a CuPy ar
 `__array_ufunc__` / `__array_function__` protocols), so the code reads as plain NumPy; the one thing
 to spell out is where a function creates an array from a shape (`np.zeros(shape)` has no array
 argument to dispatch on): those name the array module of their inputs, `_xp(a)`.
+
+16-bit floats (float16, bfloat16) follow the contract of base.PRIMITIVES: a primitive marked
+`@in_float32` computes in float32 and rounds each output once to the input's dtype; the unmarked ones
+(one NumPy ufunc per element, layout, indexing) are exact or round once per element by themselves.
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
 import numpy as np
 
+from minigrad.dtypes import HALF_NP_DTYPES
+
+# ---- 16-bit floats: computed in float32, rounded once --------------------------------------------
+# NumPy stores float16 (and bfloat16, through ml_dtypes) but computing in them goes wrong in three ways:
+# slowly (no BLAS for float16 matmul), inaccurately (a bfloat16 sum accumulates in 8 bits of mantissa:
+# 10,000 ones sum to 256) or with a silent upcast (bfloat16 * 0.5 and bfloat16 @ bfloat16 are float32).
+# So the primitives that do more than one rounding per element widen their 16-bit inputs to float32 and
+# round their float32 outputs once, as GPU kernels do (16-bit products are exact in float32).
+
+
+def in_float32(fn=None, *, keep_float32=()):
+    """Decorate a primitive: when an array argument is float16 or bfloat16, the 16-bit arrays are widened
+    to float32, `fn` runs, and its float32 outputs are rounded to that 16-bit dtype, except the outputs
+    at the positions `keep_float32` (statistics that backward reads, such as attention's lse). Other
+    dtypes call `fn` directly."""
+    if fn is None:
+        return functools.partial(in_float32, keep_float32=keep_float32)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        half = next((a.dtype for a in (*args, *kwargs.values()) if _is_half(a)), None)
+        if half is None:
+            return fn(*args, **kwargs)
+        out = fn(*map(_widen, args), **{k: _widen(v) for k, v in kwargs.items()})
+        if isinstance(out, tuple):
+            return tuple(o if i in keep_float32 else _round(o, half) for i, o in enumerate(out))
+        return _round(out, half)
+    return wrapper
+
+
+def _is_half(a) -> bool:  # (a NumPy or a CuPy array)
+    return getattr(a, "dtype", None) in HALF_NP_DTYPES and hasattr(a, "astype")
+
+
+def _widen(a):
+    return a.astype(np.float32) if _is_half(a) else a
+
+
+def _round(out, half):
+    # (any array or NumPy scalar: a full reduction returns a scalar)
+    return out.astype(half) if getattr(out, "dtype", None) == np.float32 else out
+
 
 def _xp(a):
     """The array module of `a`: numpy, or cupy for a CuPy array."""
     return sys.modules["cupy"] if type(a).__module__.startswith("cupy") else np
+
 
 # ---- creation and conversion ------------------------------------------------------------------
 
@@ -99,10 +147,12 @@ neg, abs, sign, exp, log, sqrt = np.negative, np.abs, np.sign, np.exp, np.log, n
 sin, cos, tanh, logical_not, isfinite = np.sin, np.cos, np.tanh, np.logical_not, np.isfinite
 
 
+@in_float32
 def rsqrt(x):
     return 1 / np.sqrt(x)
 
 
+@in_float32
 def sigmoid(x):
     # exp(-|x|) never overflows: for x >= 0 use 1 / (1 + e^-x), for x < 0 the equal e^x / (1 + e^x).
     e = np.exp(-np.abs(x))
@@ -129,6 +179,7 @@ def _erf(x):
     return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=x.dtype)
 
 
+@in_float32
 def gelu_forward(x, approximate):
     if approximate == "tanh":
         # x * x * x, not x**3: NumPy's float32 power is ~100x slower than two multiplies
@@ -136,6 +187,7 @@ def gelu_forward(x, approximate):
     return 0.5 * x * (1 + _erf(x * _INV_SQRT_2))
 
 
+@in_float32
 def gelu_backward(dout, x, approximate):
     if approximate == "tanh":
         inner = _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
@@ -147,6 +199,7 @@ def gelu_backward(dout, x, approximate):
     return dout * (cdf + x * pdf)
 
 
+@in_float32  # (NumPy clips bfloat16 in float32 and returns float32)
 def clip(x, lo, hi):
     return np.clip(x, lo, hi)
 
@@ -161,6 +214,7 @@ logical_and, logical_or = np.logical_and, np.logical_or
 # ---- reductions -------------------------------------------------------------------------------
 
 
+@in_float32
 def sum(x, axis, keepdims):
     return np.sum(x, axis=axis, keepdims=keepdims)
 
@@ -189,6 +243,7 @@ def _stable_max(x, axis, keep_posinf=False):
     return np.where(m == -np.inf, 0, m) if keep_posinf else np.where(np.isfinite(m), m, 0)
 
 
+@in_float32
 def logsumexp(x, axis, keepdims):
     m = _stable_max(x, axis)
     with np.errstate(divide="ignore"):
@@ -196,6 +251,7 @@ def logsumexp(x, axis, keepdims):
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
+@in_float32
 def softmax_forward(x, axis):
     # Subtracting the row max makes every exponent <= 0: no overflow for any finite input.
     # A row of all -inf gives 0/0 = nan, as in PyTorch.
@@ -204,17 +260,20 @@ def softmax_forward(x, axis):
         return e / np.sum(e, axis=axis, keepdims=True)
 
 
+@in_float32
 def softmax_backward(dout, out, axis):
     # d softmax: J = diag(s) - s s^T, so J^T g = s * (g - <g, s>) along the row.
     return out * (dout - np.sum(dout * out, axis=axis, keepdims=True))
 
 
+@in_float32
 def log_softmax_forward(x, axis):
     with np.errstate(divide="ignore", invalid="ignore"):  # an all -inf row: -inf - log(0) = nan, as in PyTorch
         shifted = x - _stable_max(x, axis, keep_posinf=True)
         return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
+@in_float32
 def log_softmax_backward(dout, out, axis):
     # d log_softmax: g - softmax * sum(g) along the row, with softmax = exp(out).
     return dout - np.exp(out) * np.sum(dout, axis=axis, keepdims=True)
@@ -223,6 +282,7 @@ def log_softmax_backward(dout, out, axis):
 # ---- linear algebra ---------------------------------------------------------------------------
 
 
+@in_float32
 def matmul(a, b):
     return np.matmul(a, b)
 
@@ -320,6 +380,7 @@ def all(x):
 # ---- layer norm, embedding, dropout ----------------------------------------------------------------
 
 
+@in_float32(keep_float32=(1, 2))
 def layer_norm_forward(x, weight, bias, eps):
     # Each row of x (R, D) is normalized on its own: xhat = (x - mean) * rstd with rstd = 1/sqrt(var + eps)
     # (the biased variance), then scaled and shifted: out = xhat * weight + bias. mean and rstd (R,) are
@@ -335,6 +396,7 @@ def layer_norm_forward(x, weight, bias, eps):
     return out, mean, rstd
 
 
+@in_float32
 def layer_norm_backward(dout, x, weight, mean, rstd):
     # With g = dout * weight (the gradient reaching xhat), one pass over each row gives
     #   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)):
@@ -355,6 +417,7 @@ def embedding_forward(weight, indices):
     return np.take(weight, indices, axis=0)
 
 
+@in_float32
 def embedding_backward(dout, indices, num_embeddings, padding_idx):
     # The transpose of the lookup: every output row adds its gradient into the table row it was read
     # from. np.add.at is unbuffered, so a row read several times accumulates all its gradients. The
@@ -379,12 +442,14 @@ def _dropout_mask(gen, shape, p):
     return gen.random(shape) >= p
 
 
+@in_float32
 def dropout_forward(gen, x, p):
     # The bool mask is returned for backward.
     mask = _dropout_mask(gen, x.shape, p)
     return x * mask * _dropout_scale(p), mask
 
 
+@in_float32
 def dropout_backward(dout, mask, p):
     # The forward is linear in x with the same mask and scale, so the gradient is masked and scaled alike.
     return dout * mask * _dropout_scale(p)
@@ -393,17 +458,20 @@ def dropout_backward(dout, mask, p):
 # ---- fused elementwise: the bias add of a linear layer folded into what follows it --------------------
 
 
+@in_float32
 def bias_gelu_forward(x, bias, approximate):
     # gelu(x + bias); fused kernels save the pass (and the temporary) of the add.
     return gelu_forward(x if bias is None else x + bias, approximate)
 
 
+@in_float32
 def bias_gelu_backward(dout, x, bias, approximate):
     # The add's gradient is the identity for x and a sum over the rows for the broadcast bias.
     dx = gelu_backward(dout, x if bias is None else x + bias, approximate)
     return dx, None if bias is None else np.sum(dx, axis=0)
 
 
+@in_float32
 def bias_residual_forward(x, bias, residual):
     # (x + bias) + residual: a linear layer's output, its bias, and the skip connection around it.
     return (x + bias) + residual
@@ -504,6 +572,7 @@ def _lse_shift(lse):
     return np.where(lse == -np.inf, 0, lse)[..., None]
 
 
+@in_float32(keep_float32=(1,))
 def attention_forward(q, k, v, bias, is_causal, scale):
     # The (B, H, Tq, Tk) arrays are updated in place: a fresh array that size costs more in page
     # faults than the arithmetic.
@@ -518,6 +587,7 @@ def attention_forward(q, k, v, bias, is_causal, scale):
     return np.matmul(p, v), lse
 
 
+@in_float32
 def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
     # P = exp(S - lse) is softmax(S), recomputed. Then, with dP = dout v^T, the softmax backward along
     # each row is dS = P * (dP - sum_j P_j dP_j); the row sum needs no (Tq, Tk) product, because
@@ -537,6 +607,7 @@ def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
 # ---- cross-entropy (fused with log-softmax) -----------------------------------------------------------
 
 
+@in_float32
 def cross_entropy_forward(logits, targets, ignore_index, label_smoothing):
     # Per row of logits (N, C) with target class y (PyTorch's definition of label smoothing ls):
     #   logp = log_softmax(x)               (the row max is subtracted first: stable for any |x|)
@@ -551,6 +622,7 @@ def cross_entropy_forward(logits, targets, ignore_index, label_smoothing):
     return np.where(ignored, 0, nll).astype(logits.dtype, copy=False), logprobs
 
 
+@in_float32
 def cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoothing):
     # d loss / d logits = softmax(x) - q, where q is the target distribution the loss compares to:
     # q = (1 - ls) * onehot(y) + ls / C. Ignored rows get exactly 0 (np.where, so that an inf or nan
@@ -611,6 +683,7 @@ def _im2col(x, kernel, stride, padding, dilation, groups):
     return np.ascontiguousarray(win).reshape(groups, -1, n * ho * wo), (ho, wo)
 
 
+@in_float32
 def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     # im2col + one matmul per group: out[g] (O/g, N*Ho*Wo) = weight[g] (O/g, K) @ cols[g] (K, N*Ho*Wo).
     o = weight.shape[0]
@@ -622,6 +695,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     return out
 
 
+@in_float32
 def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
     # With out[g] = W[g] @ cols[g]: dW[g] = dout[g] @ cols[g]^T and dcols[g] = W[g]^T @ dout[g]; dx is
     # dcols scattered back through the window map (col2im), with the padding cropped off.
@@ -700,6 +774,7 @@ def _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, li
     return np.outer(*counts).astype(like.dtype)
 
 
+@in_float32
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
     # Sum each window of the zero-padded input and divide by its element count (see _avg_pool_divisor).
     hw = x.shape[2:]
@@ -708,6 +783,7 @@ def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
     return sums / _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, x)
 
 
+@in_float32
 def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad):
     # Every element of a window receives dout / count: broadcast that over the window's kh*kw offsets
     # (a view), scatter-add it back onto the padded input (col2im), and crop the padding.
@@ -729,6 +805,7 @@ def _blocks(a, count):
     return np.split(a, count, axis=1)
 
 
+@in_float32
 def lstm_cell_forward(gates_x, gates_h, c):
     i, f, g, o = _blocks(gates_x + gates_h, 4)
     i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
@@ -737,6 +814,7 @@ def lstm_cell_forward(gates_x, gates_h, c):
     return np.stack([o * tc, c_new]), np.concatenate([i, f, g, o, tc], axis=1)
 
 
+@in_float32
 def lstm_cell_backward(dh, dc_new, cache, c):
     # With h' = o tanh(c'): the gradient reaching c' is dc' + dh' o tanh'(c'); it flows to the gates
     # through c' = f c + i g, and to c through the forget gate.
@@ -747,6 +825,7 @@ def lstm_cell_backward(dh, dc_new, cache, c):
     return dgates, dc_total * f
 
 
+@in_float32
 def gru_cell_forward(gates_x, gates_h, h):
     (x_r, x_z, x_n), (h_r, h_z, h_n) = _blocks(gates_x, 3), _blocks(gates_h, 3)
     r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
@@ -754,6 +833,7 @@ def gru_cell_forward(gates_x, gates_h, h):
     return n + z * (h - n), np.concatenate([r, z, n, h_n], axis=1)
 
 
+@in_float32
 def gru_cell_backward(dh_new, cache, h):
     # h' = n + z (h - n): dn = dh' (1 - z), dz = dh' (h - n), dh = dh' z; then through the activations.
     # Only the candidate differs between the two inputs: gates_h_n is scaled by r.
@@ -790,6 +870,7 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
+@in_float32
 def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward):
     steps, (batch, hidden) = gates_x.shape[0], h0.shape
     xp = _xp(h0)
@@ -803,6 +884,7 @@ def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_ce
     return out, cache
 
 
+@in_float32
 def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward):
     steps, hidden = cache.shape[0], h0.shape[1]
     order = list(_scan_order(steps, reverse))
@@ -817,6 +899,7 @@ def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=ls
     return dgates, dh, dc, dw_hh, _rows(dgates).sum(0)
 
 
+@in_float32
 def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward):
     steps, (batch, hidden) = gates_x.shape[0], h0.shape
     xp = _xp(h0)
@@ -829,6 +912,7 @@ def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_ce
     return out, cache
 
 
+@in_float32
 def gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward):
     steps, hidden = cache.shape[0], h0.shape[1]
     order = list(_scan_order(steps, reverse))

@@ -7,6 +7,7 @@ input's shape with the one `unbroadcast`.
 from __future__ import annotations
 
 from minigrad import dtypes
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.autograd import Function
 from minigrad.ops.shapes import broadcast_shapes, unbroadcast
 from minigrad.backend import dispatch
@@ -362,7 +363,7 @@ def div(a, b) -> Tensor:
 
 def pow(a, b) -> Tensor:
     """a ** b with broadcasting; either side may be a Python number."""
-    return Pow.apply(*binary_operands(a, b, "pow"))
+    return Pow.apply(*binary_operands(*autocast_inputs("pow", a, b), "pow"))
 
 
 def maximum(a, b) -> Tensor:
@@ -388,9 +389,11 @@ def where(condition, a, b) -> Tensor:
 
 
 def _floating(x: Tensor, op: str) -> Tensor:
-    """Math functions of integer tensors compute in float32, as in PyTorch."""
+    """Math functions of integer tensors compute in float32, as in PyTorch; under autocast, those on
+    its float32 list (exp, log, rsqrt) also compute 16-bit tensors in float32."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{op} expects a Tensor, got {type(x).__name__}")
+    (x,) = autocast_inputs(op, x)
     return x if x.dtype.is_floating_point else x.to(dtypes.float32)
 
 

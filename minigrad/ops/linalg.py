@@ -8,6 +8,7 @@ batch dims, so a backend that reads transposed operands without copying speeds u
 from __future__ import annotations
 
 from minigrad import dtypes
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.autograd import Function
 from minigrad.ops.shapes import broadcast_shapes, unbroadcast
 from minigrad.tensor import Tensor
@@ -39,6 +40,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     added dim is removed from the result."""
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"matmul expects two tensors, got {type(a).__name__} and {type(b).__name__}")
+    a, b = autocast_inputs("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul needs operands with at least 1 dim, got shapes {a.shape} and {b.shape}")
     if a.device != b.device:

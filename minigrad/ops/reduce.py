@@ -9,6 +9,7 @@ import math
 from typing import NamedTuple
 
 from minigrad import dtypes
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.autograd import Function
 from minigrad.backend import dispatch
 from minigrad.ops.elementwise import where
@@ -217,16 +218,19 @@ def argmin(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 def logsumexp(x: Tensor, dim, keepdim: bool = False) -> Tensor:
     """log(sum(exp(x))) over `dim`, stable for any magnitude (the max is factored out)."""
     _require_float(x, "logsumexp")
+    (x,) = autocast_inputs("logsumexp", x)
     return LogSumExp.apply(x, axes=_reduction_axes(x, dim), keepdim=keepdim)
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:
     """exp(x) / sum(exp(x)) along `dim`, stable for any magnitude."""
     _require_float(x, "softmax")
+    (x,) = autocast_inputs("softmax", x)
     return Softmax.apply(x, axis=normalize_dim(dim, x.ndim))
 
 
 def log_softmax(x: Tensor, dim: int) -> Tensor:
     """log(softmax(x)) along `dim`, computed as x - logsumexp(x) (no log of 0 for tiny probabilities)."""
     _require_float(x, "log_softmax")
+    (x,) = autocast_inputs("log_softmax", x)
     return LogSoftmax.apply(x, axis=normalize_dim(dim, x.ndim))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from minigrad import creation, dtypes
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.autograd import is_grad_enabled
 from minigrad.nn.functional.dropout import dropout
 from minigrad.ops import Attention
@@ -79,6 +80,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     for query i when j > i (top-left aligned; not together with attn_mask). scale defaults to
     1 / sqrt(E). dropout_p > 0 drops attention weights (whatever the mode: this function has no
     training flag, pass 0.0 in eval). A query whose keys are all masked gives 0, as in torch."""
+    query, key, value, attn_mask = autocast_inputs("scaled_dot_product_attention", query, key, value, attn_mask)
     _check_inputs(query, key, value, attn_mask, dropout_p, is_causal)
     lead = broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     batch = (1,) * (2 - len(lead)) + lead  # at least (B, H)

@@ -1,6 +1,7 @@
 """batch_norm: normalization of each channel over the batch and spatial dims, as a composite of minigrad ops."""
 from __future__ import annotations
 
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.autograd import no_grad
 from minigrad.tensor import Tensor
 
@@ -20,6 +21,7 @@ def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | Non
     With training=False the running statistics are used (and required)."""
     if x.ndim < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, *), got {x.shape}")
+    x, weight, bias = autocast_inputs("batch_norm", x, weight, bias)  # (the running stats stay float32)
     if not x.dtype.is_floating_point:
         raise TypeError(f"batch_norm: expected a floating point input, got {x.dtype}")
     channels = x.shape[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.creation import tensor
 from minigrad.ops.conv import AvgPool2d, Conv2d, MaxPool2d, max_pool2d_indices
 from minigrad.tensor import Tensor
@@ -60,6 +61,7 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
 
 
 def _conv(x, weight, bias, stride, padding, dilation, groups, spatial: int, op: str) -> Tensor:
+    x, weight, bias = autocast_inputs(op, x, weight, bias)
     x, unbatched = _batched(x, spatial, op)
     if not isinstance(weight, Tensor) or weight.ndim != spatial + 2:
         raise ValueError(f"{op}: weight must be a {spatial + 2}-D tensor (out_channels, in_channels / groups, "

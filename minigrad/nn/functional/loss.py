@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 from minigrad import dtypes
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.creation import zeros_like
 from minigrad.ops import CrossEntropy, broadcast_shapes, log_softmax, stack, where
 from minigrad.tensor import Tensor
@@ -168,6 +169,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     'mean' divides by the summed weights of the counted index targets (their number without `weight`),
     or by N * d1 * ... * dk for probability targets. 'none' returns (N, d1, ..., dk)."""
     fn = "cross_entropy"
+    input, target, weight = autocast_inputs(fn, input, target, weight)
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_args(fn, input, target, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
@@ -231,6 +233,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     for nothing; 'mean' divides by the summed weights of the counted targets (their number without
     `weight`), as PyTorch. 'none' returns (N, d1, ..., dk)."""
     fn = "nll_loss"
+    input, target, weight = autocast_inputs(fn, input, target, weight)
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_args(fn, input, target, reduction)
     _check_class_input(fn, input, weight)
@@ -245,6 +248,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
 def _error_loss(fn: str, error, input, target, size_average, reduce, reduction, weight) -> Tensor:
     """An elementwise error (input, target) -> loss, reduced; with `weight` (the input's shape) the
     weighted sum, and for 'mean' divided by sum(weight), as PyTorch's mse_loss and l1_loss."""
+    input, target, weight = autocast_inputs(fn, input, target, weight)
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_args(fn, input, target, reduction)
     _check_broadcast(fn, input, target)
@@ -275,6 +279,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     log is clamped it passes no gradient (PyTorch's kernel instead divides by max(x (1 - x), 1e-12)).
     `weight` broadcasts to the input's shape and rescales each element ('mean' divides by the count)."""
     fn = "binary_cross_entropy"
+    input, target, weight = autocast_inputs(fn, input, target, weight)
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_args(fn, input, target, reduction)
     _check_same_shape(fn, input, target)
@@ -294,6 +299,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     |x|) as weight * ((1 - t) x + (1 + (pos_weight - 1) t) * softplus(-x)). `pos_weight` weighs the positive
     term, e.g. one value per class (C,) broadcast along the last dim; `weight` rescales each element."""
     fn = "binary_cross_entropy_with_logits"
+    input, target, weight, pos_weight = autocast_inputs(fn, input, target, weight, pos_weight)
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_args(fn, input, target, reduction)
     _check_same_shape(fn, input, target)

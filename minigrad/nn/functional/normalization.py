@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from minigrad.amp.autocast_mode import autocast_inputs
 from minigrad.ops.normalization import LayerNorm
 from minigrad.tensor import Tensor
 
@@ -17,6 +18,7 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
 
     The trailing dims are flattened into one of size D, so the kernel sees rows (R, D)."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    x, weight, bias = autocast_inputs("layer_norm", x, weight, bias)
     if not isinstance(x, Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"layer_norm expects a floating point Tensor, got "
                         f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
