@@ -546,3 +546,28 @@ def test_without_a_gpu_cuda_is_unavailable_and_says_why(monkeypatch):
             mg.cuda.synchronize()
     finally:
         backend._tables.clear()
+
+
+def test_autocast_and_grad_scaler_on_cuda(cuda_runtime):
+    """Mixed precision on the device: float16 linear layers, float32 softmax / loss, float32 master weights
+    and their gradients, a GradScaler step; the same outputs as under autocast on the CPU (float16 there too)."""
+    def run(device):
+        mg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 5)).to(device)
+        optimizer = mg.optim.AdamW(model.parameters(), lr=1e-2)
+        scaler = mg.amp.GradScaler(device, init_scale=2.0 ** 10)
+        x, y = mg.randn(4, 8).to(device), mg.tensor([0, 3, 1, 4], device=device)
+        with mg.autocast(device, dtype=mg.float16):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+        assert logits.dtype is mg.float16 and loss.dtype is mg.float32
+        scaler.scale(loss).backward()
+        assert all(p.grad.dtype is mg.float32 and p.grad.device == device for p in model.parameters())
+        scaler.step(optimizer)
+        scaler.update()
+        return logits.detach().float().cpu().numpy(), [p.detach().cpu().numpy() for p in model.parameters()]
+    cpu_logits, cpu_params = run("cpu")
+    cuda_logits, cuda_params = run("cuda")
+    np.testing.assert_allclose(cuda_logits, cpu_logits, rtol=2e-3, atol=2e-3)
+    for got, want in zip(cuda_params, cpu_params):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -9,7 +9,8 @@ reads them, and skips the step when one of them overflowed to inf or nan. `updat
 
 The scale is a float32 0-d tensor on the scaler's device, updated with float32 arithmetic as torch's,
 so the sequence of scales matches torch's step for step. The inf/nan check runs through tensor ops
-(`isfinite(grad).all()`), so the same code runs on any device's arrays.
+(the count of non-finite elements, `(~isfinite(grad)).sum()`, summed over the gradients and read
+once per step: one device-to-host synchronization on a GPU), so the same code runs on any device's arrays.
 """
 from __future__ import annotations
 
@@ -93,19 +94,19 @@ class GradScaler:
         if state["stage"] is _Stage.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
         inv_scale = (1.0 / self._scale.double()).float()  # as torch: the reciprocal in float64, then float32
-        found_inf, checked = False, False
+        nonfinite = None  # the count of inf / nan gradient elements, a 0-d tensor: read once, at the end
         for group in optimizer.param_groups:
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 if param.grad.dtype is dtypes.float16:
                     raise ValueError("Attempting to unscale FP16 gradients.")
-                found_inf = found_inf or not param.grad.isfinite().all().item()
+                count = (~param.grad.isfinite()).sum()
+                nonfinite = count if nonfinite is None else nonfinite + count
                 param.grad.mul_(inv_scale.to(param.grad.dtype))
-                checked = True
-        if not checked:
+        if nonfinite is None:
             raise AssertionError("No inf checks were recorded for this optimizer.")
-        state.update(stage=_Stage.UNSCALED, found_inf=found_inf)
+        state.update(stage=_Stage.UNSCALED, found_inf=nonfinite.item() > 0)  # one device-to-host sync per step
 
     def step(self, optimizer, *args, **kwargs):
         """Unscale the gradients (unless unscale_ was called), then `optimizer.step(*args, **kwargs)` if
