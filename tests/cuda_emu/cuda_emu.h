@@ -36,6 +36,9 @@
 // (NVRTC provides none), which is what makes this possible.
 #pragma once
 
+// Kernel sources test this to pick portable code over inline PTX, which g++ cannot run (kernels/mma.cuh).
+#define MG_CUDA_EMU 1
+
 #include <math.h>
 #include <sys/mman.h>
 #include <ucontext.h>
