@@ -26,13 +26,13 @@
 //       (ceil(N / 128), ceil(M / 128), batch) for one tile per block; any smaller grid also works
 //       (grid-stride loops over the tiles and the batch; clamp gridDim.y and gridDim.z to 65535). Shared
 //       memory: 48 KiB, static (no dynamic shared memory, no attribute to set).
-//   Paths: chosen inside the kernel, per operand, from its pointer and strides (nothing for the caller to
-//       pick). The fast path (cp.async, 16-byte copies) needs one of the operand's two strides to be 1
-//       (sa_k or sa_m for A, sb_k or sb_n for B), the other one and the batch stride multiples of 8
-//       elements, and the pointer 16-byte aligned (CuPy's allocations are 256-byte aligned, so a
-//       contiguous matrix whose row length is a multiple of 8 qualifies, and so does its transpose). Any
-//       other operand goes through the generic loader (element by element, any strides): same results,
-//       bit for bit, only slower.
+//   Paths: chosen inside the kernel, per operand and batch element, from its pointer and strides (nothing
+//       for the caller to pick). The fast path (cp.async, 16-byte copies) needs one of the operand's two
+//       strides to be 1 (sa_k or sa_m for A, sb_k or sb_n for B), the other one a multiple of 8 elements,
+//       and the batch element's matrix to start 16-byte aligned (CuPy's allocations are 256-byte aligned,
+//       so a contiguous matrix or batch of matrices whose row length is a multiple of 8 qualifies, and so
+//       does its transpose). Any other operand goes through the generic loader (element by element, any
+//       strides): the same results, bit for bit, only slower.
 //
 // Decomposition. The output of each batch element is cut into BM x BN = 128 x 128 tiles, one block per
 // tile (blockIdx.x: the tile column, blockIdx.y: the tile row, blockIdx.z: the batch element, each with a
@@ -82,11 +82,13 @@
 // columns >= N. Per output, the result does not depend on the launch configuration (grid-stride loops
 // change which block computes a tile, not how).
 //
-// Why these sizes: 128 x 128 x 32 with 8 warps of 64 x 32 is the classic Ampere / Hopper mma.sync
-// configuration (CUTLASS's default for 16-bit inputs): 64 accumulators per lane leave room for
-// fragments within 128 registers (two blocks per SM), and each element loaded from global memory is used
-// 128 times. It is written for correctness on every shape first; its speed on a GPU has not been
-// measured (Hopper's fastest path, wgmma with TMA, is a different, sm_90a-only, kernel).
+// Why these sizes: 128 x 128 x 32 tiles with 8 warps of 64 x 32 are a classic Ampere mma.sync
+// configuration: each element loaded from global memory is used 128 times, and 64 accumulators per lane
+// fit with the fragments. ptxas (CUDA 13.0, sm_90) gives it about 230 registers and no spills, so one
+// block (8 warps) per SM; __launch_bounds__(256, 2) would force 128 registers and two blocks per SM at
+// the cost of ~200 bytes of spills. Which is faster, and how close either comes to cuBLAS, has not been
+// measured: the kernel is written for correctness on every shape first (Hopper's fastest path, wgmma
+// with TMA, is another, sm_90a-only, kernel).
 
 #include "mma.cuh"
 
@@ -109,8 +111,7 @@ struct TcOperand {
     bool async;     // the fast path: cp.async of 16-byte chunks along the contiguous stride
 };
 
-__device__ __forceinline__ TcOperand tc_operand(const unsigned short* X, long long s_row, long long s_k,
-                                                long long s_batch, int rows) {
+__device__ __forceinline__ TcOperand tc_operand(const unsigned short* X, long long s_row, long long s_k, int rows) {
     TcOperand op;
     op.X = X;
     op.s_row = s_row;
@@ -118,8 +119,7 @@ __device__ __forceinline__ TcOperand tc_operand(const unsigned short* X, long lo
     op.rows = rows;
     op.mn_major = s_row == 1 && s_k != 1;
     const long long lead = op.mn_major ? s_k : s_row;  // the stride between two 16-byte chunks' rows
-    op.async = (op.mn_major || s_k == 1) && lead % 8 == 0 && s_batch % 8 == 0 &&
-               ((unsigned long long)X & 15u) == 0;
+    op.async = (op.mn_major || s_k == 1) && lead % 8 == 0 && ((unsigned long long)X & 15u) == 0;
     return op;
 }
 
@@ -208,8 +208,8 @@ __device__ __forceinline__ void gemm_tc(unsigned short* __restrict__ C, const un
     const int k_slabs = (K + MG_TC_BK - 1) / MG_TC_BK;
     // every loop bound below is uniform across the block, so every thread reaches every __syncthreads
     for (int z = blockIdx.z; z < batch; z += gridDim.z) {
-        const TcOperand a = tc_operand(A + z * sa_batch, sa_m, sa_k, sa_batch, M);
-        const TcOperand b = tc_operand(B + z * sb_batch, sb_n, sb_k, sb_batch, N);
+        const TcOperand a = tc_operand(A + z * sa_batch, sa_m, sa_k, M);
+        const TcOperand b = tc_operand(B + z * sb_batch, sb_n, sb_k, N);
         unsigned short* Cz = C + z * sc_batch;
         for (int tm = blockIdx.y; tm < tiles_m; tm += gridDim.y) {
             for (int tn = blockIdx.x; tn < tiles_n; tn += gridDim.x) {

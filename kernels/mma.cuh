@@ -129,6 +129,8 @@ __device__ __forceinline__ void mma_portable(float c[4], const unsigned a[4], co
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) {
             float sum = c[2 * i + j];
+            // a reference, not a fast path: kept rolled, since unrolled NVRTC takes 10 s to compile it
+#pragma unroll 1
             for (int k = 0; k < 16; ++k) {
                 const unsigned short x = (unsigned short)(rows[i][k >> 1] >> (16 * (k & 1)));
                 const unsigned short y = (unsigned short)(cols[j][k >> 1] >> (16 * (k & 1)));
@@ -139,10 +141,17 @@ __device__ __forceinline__ void mma_portable(float c[4], const unsigned a[4], co
 }
 #define MG_MMA_BODY(FMT, PTX_TYPE) mma_portable<FMT>(c, a, b)
 
+// The alignment that the PTX instructions require (16 bytes): a violation traps, as on the GPU (where it
+// is a misaligned-address error), instead of passing unnoticed.
+__device__ __forceinline__ void mma_check_aligned(const void* p) {
+    if ((unsigned long long)p & 15u) __trap();
+}
+
 // ldmatrix .x4: the row addresses travel by shuffle, and every lane reads its own two elements of
 // matrix j from the row that lane 8 j + g gave (row g of matrix j).
 __device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const unsigned short* row) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    mma_check_aligned(row);
     for (int j = 0; j < 4; ++j) {
         const unsigned short* p = (const unsigned short*)__shfl_sync(0xffffffffu, (unsigned long long)row, 8 * j + g);
         r[j] = (unsigned)p[2 * t] | ((unsigned)p[2 * t + 1] << 16);
@@ -152,6 +161,7 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const unsigned short*
 // ldmatrix .x4 .trans: elements (2t, g) and (2t+1, g) of matrix j, from the rows of lanes 8 j + 2t, + 1.
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const unsigned short* row) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    mma_check_aligned(row);
     for (int j = 0; j < 4; ++j) {
         const unsigned short* p0 = (const unsigned short*)__shfl_sync(0xffffffffu, (unsigned long long)row, 8 * j + 2 * t);
         const unsigned short* p1 =
@@ -164,6 +174,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const unsigned 
 // plain copy, complete when it returns, so committing and waiting have nothing to do (the barrier that
 // follows a wait in the kernel is what makes other threads' copies visible, on the GPU as here).
 __device__ __forceinline__ void cp_async_16(unsigned short* dst, const unsigned short* src, int n) {
+    mma_check_aligned(dst);
+    mma_check_aligned(src);
     for (int i = 0; i < 8; ++i) dst[i] = i < n ? src[i] : (unsigned short)0;
 }
 __device__ __forceinline__ void cp_async_commit() {}

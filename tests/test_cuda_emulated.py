@@ -1070,6 +1070,19 @@ def test_gemm_tc_batched_with_a_broadcast_operand(emu, fmt, broadcast):
 
 
 @pytest.mark.parametrize("fmt", HALF_FORMATS)
+def test_gemm_tc_batch_elements_on_both_paths(emu, fmt):
+    """A batch stride of 8 j + 4 elements: every other batch element of A starts 8 bytes off a 16-byte
+    boundary, where cp.async would fault (the emulated one traps too), so the kernel must load those with
+    the element loader and the others with cp.async."""
+    batch, m, n, k = 4, 10, 16, 24
+    rng = np.random.default_rng(8)
+    a = np.full((batch, m * k + 4), np.nan, np.float32)
+    a[:, :m * k] = rng.uniform(-1, 1, (batch, m * k))
+    b, sb = half_operand(rng, k, n, "fast", batch=batch)
+    gemm_tc(emu, fmt, a.reshape(-1), (m * k + 4, k, 1), b, sb, (batch, m, n, k))
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
 def test_gemm_tc_alpha_beta(emu, fmt):
     """C = alpha A·B + beta C, with one rounding at the end; K == 0 (alpha * 0 + beta * C); a strided C;
     and a grid short of the tiles in both directions."""
