@@ -1117,10 +1117,10 @@ def test_gemm_tc_infinities_and_nans(emu, fmt):
 
 @pytest.mark.parametrize("fmt", HALF_FORMATS)
 def test_gemm_tc_products_past_the_16_bit_range(emu, fmt):
-    """Each product is 256 x 256 = 65536 or more, past float16's largest value, and the partial sums reach
-    ~2^25, but the float32 accumulator holds them exactly (multiples of 2^16 of < 24 bits): A = 256 [X, X, E],
-    B = 256 [Y; -Y; F] / 256 (small integers X, Y) gives exactly E·F, which a 16-bit accumulator
-    (inf - inf) would not."""
+    """Products of 256 x 256 = 65536 and more, past float16's largest value (65504), and partial sums up to
+    2^26, which the float32 accumulator holds exactly (multiples of 2^16 with < 24 significant bits):
+    A = [256 X, 256 X, E], B = [256 Y; -256 Y; F] (small integers) gives exactly E·F, which a 16-bit
+    accumulator (inf - inf) would not."""
     m, n, k2, ke = 12, 16, 16, 8
     rng = np.random.default_rng(21)
     x = rng.integers(-8, 9, (m, k2)).astype(np.float32)
