@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
-ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
 # The thread order of the first of the two runs of every launch: 1 descending (default), 2 a seeded random
 # permutation per barrier interval (see cuda_emu.h); extra compiler flags, e.g. "-fsanitize=undefined".
 FIRST_SCHEDULE = int(os.environ.get("MINIGRAD_CUDA_EMU_SCHEDULE", "1"))
@@ -154,9 +154,9 @@ class Emu:
 
 _CODE = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int32): "i32",
          np.dtype(np.int64): "i64", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64",
-         np.dtype(np.uint8): "u8", np.dtype(np.bool_): "u8"}
+         np.dtype(np.uint16): "u16", np.dtype(np.uint8): "u8", np.dtype(np.bool_): "u8"}
 _CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32, "i64": ctypes.c_int64,
-          "u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "u8": ctypes.c_uint8}
+          "u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "u16": ctypes.c_uint16, "u8": ctypes.c_uint8}
 
 
 def _code(dtype):

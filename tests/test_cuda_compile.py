@@ -15,7 +15,10 @@ must give RawModule, see kernels/__init__.py) and `-I kernels` for nvcc.
 Checks per file, with the options CuPy's RawModule passes: PTX for compute_80 (A100) and compute_90
 (H100) and a CUBIN for sm_90 (ptxas: registers, shared memory) compile without errors (the NVRTC log is
 printed on failure), the PTX has entry points, all with unmangled (extern "C") names, and every float32
-entry point has its float64 twin.
+entry point has its float64 twin (the 16-bit kernels, _f16 / _bf16, have no such rule). The kernels on
+the tensor-core primitives of kernels/mma.cuh are also compiled with its portable twin of the inline PTX
+(-DMG_MMA_PORTABLE, what the CPU emulator runs), and their default PTX must hold the tensor-core
+instructions.
 
 Where NVRTC is not available but the CUDA toolkit's nvcc is, the same sources are compiled to PTX with
 nvcc instead (a fallback with a skip of the NVRTC tests naming the missing package).
@@ -61,14 +64,15 @@ def _nvrtc():
 NVRTC, NVRTC_MISSING = _nvrtc()
 
 
-def nvrtc_compile(source: Path, arch: str) -> bytes:
+def nvrtc_compile(source: Path, arch: str, extra_options=()) -> bytes:
     """PTX (compute_XX) or CUBIN (sm_XX) of `source`; fails the test with NVRTC's log."""
     nvrtc = NVRTC
     prog = nvrtc.createProgram(source.read_text(), source.name, [], [])
     try:
         error = None
         try:
-            nvrtc.compileProgram(prog, [*CUPY_OPTIONS, *INCLUDE_OPTIONS, f"--gpu-architecture={arch}"])
+            nvrtc.compileProgram(prog, [*CUPY_OPTIONS, *INCLUDE_OPTIONS, f"--gpu-architecture={arch}",
+                                        *extra_options])
         except nvrtc.NVRTCError as e:
             error = e
         log = nvrtc.getProgramLog(prog).strip()
@@ -115,6 +119,29 @@ def test_nvrtc_compiles(source, arch):
         ptx = out.decode()
         assert f".target sm_{arch.split('_')[1]}" in ptx
         check_entry_points(source.name, ptx)
+
+
+# The kernels built on kernels/mma.cuh: its tensor-core instructions are inline PTX, with a portable twin
+# (warp shuffles, plain loads) that the CPU emulator runs and that -DMG_MMA_PORTABLE selects on the GPU.
+MMA_SOURCES = [p for p in SOURCES if "mma.cuh" in INCLUDE_RE.findall(p.read_text())]
+TENSOR_CORE_PTX = ["mma.sync.aligned.m16n8k16.row.col.f32", "ldmatrix.sync.aligned.m8n8.x4", "cp.async.cg.shared.global",
+                   "cp.async.wait_group"]
+
+
+@pytest.mark.skipif(NVRTC is None, reason=str(NVRTC_MISSING))
+@pytest.mark.parametrize("source", MMA_SOURCES, ids=[p.name for p in MMA_SOURCES])
+def test_nvrtc_tensor_core_paths(source):
+    """By default the PTX has the tensor-core instructions; with MG_MMA_PORTABLE it has none of them
+    (warp shuffles instead) and still compiles, to a CUBIN too: the portable twin stays valid CUDA, so a
+    GPU test can compare the two paths."""
+    ptx = nvrtc_compile(source, "compute_80").decode()
+    missing = [i for i in TENSOR_CORE_PTX if i not in ptx]
+    assert not missing, f"{source.name}: the PTX lacks {missing}"
+    portable = nvrtc_compile(source, "compute_80", ["-DMG_MMA_PORTABLE"]).decode()
+    present = [i for i in TENSOR_CORE_PTX if i in portable]
+    assert not present and "shfl.sync" in portable, f"{source.name} with MG_MMA_PORTABLE: {present}"
+    check_entry_points(source.name, portable)
+    assert nvrtc_compile(source, "sm_90", ["-DMG_MMA_PORTABLE"])
 
 
 @pytest.mark.skipif(NVRTC is not None, reason="compiled with NVRTC (test_nvrtc_compiles)")

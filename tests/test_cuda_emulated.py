@@ -663,6 +663,289 @@ def test_gemm_alpha_beta(emu, dtype, alpha, beta):
         gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k), c_init=c0, alpha=alpha, beta=beta)
 
 
+# ---- gemm_tc.cu ----------------------------------------------------------------------------------------
+# 16-bit arrays are uint16 arrays of raw bits: numpy's float16 viewed as uint16, or bfloat16 bits (the
+# upper half of a float32). The oracle: numpy_ref.matmul of the inputs converted to float32 (exact), in
+# float32, rounded to the 16-bit type. The kernel accumulates in float32 in another order, so the two
+# float32 results differ by at most 8 eps32 sqrt(K) sum|a||b| (DESIGN.md's bound), and their roundings by
+# that plus one ulp of the 16-bit type.
+
+HALF_FORMATS = ["f16", "bf16"]
+HALF_PRECISION = {"f16": (11, -14), "bf16": (8, -126)}  # significant bits, exponent of the smallest normal
+
+
+def to_half(x, fmt):
+    """float32 -> 16-bit bits, rounded to nearest even: numpy's astype(float16), or for bfloat16 the
+    float32 bits rounded to their upper half (nan: sign and upper payload kept, quiet bit set)."""
+    x = np.asarray(x, np.float32)
+    if fmt == "f16":
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).view(np.uint16)
+    u = x.view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(x), ((u >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def from_half(bits, fmt):
+    """16-bit bits -> float32 (exact)."""
+    bits = np.asarray(bits, np.uint16)
+    if fmt == "f16":
+        return bits.view(np.float16).astype(np.float32)
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def half_ulp(v, fmt):
+    """The spacing of the 16-bit format at magnitude v (float64)."""
+    bits, min_exp = HALF_PRECISION[fmt]
+    v = np.abs(np.asarray(v, np.float64))
+    with np.errstate(divide="ignore"):
+        e = np.maximum(np.floor(np.log2(np.where(np.isfinite(v), v, 1.0))), min_exp)
+    return np.ldexp(1.0, (e - (bits - 1)).astype(np.int64))
+
+
+def assert_half_close(what, got_bits, ref32, scale, k, fmt):
+    """got (16-bit) == round(ref32) up to one ulp plus the float32 accumulation bound; nan and inf exactly."""
+    got, ref = from_half(got_bits, fmt), from_half(to_half(ref32, fmt), fmt)
+    assert got.shape == ref.shape, (what, got.shape, ref.shape)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{what}: nan positions differ")
+    inf = np.isinf(ref)
+    np.testing.assert_array_equal(got[inf], ref[inf], err_msg=f"{what}: infinities differ")
+    if ref.size == 0:
+        return
+    finite = np.isfinite(ref)
+    tol = half_ulp(np.maximum(np.abs(got), np.abs(ref)), fmt) + \
+        8 * np.finfo(np.float32).eps * math.sqrt(max(k, 1)) * np.asarray(scale, np.float64)
+    with np.errstate(invalid="ignore"):
+        excess = np.where(finite, np.abs(got.astype(np.float64) - ref) - tol, 0)
+    assert not np.any(np.isnan(excess)), f"{what}: nan or inf where the reference is finite"
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    assert np.all(excess <= 0), (f"{what} {ref.shape}: element {worst} is {got[worst]!r}, reference "
+                                 f"{ref[worst]!r}, tolerance {np.broadcast_to(tol, ref.shape)[worst]:.3g}")
+
+
+def half_operand(rng, rows, cols, layout, batch=1, scale=1.0):
+    """A (batch, rows, cols) float32 matrix of 16-bit values, in a flat store with its element strides
+    (batch, row, column). layout: "fast": contiguous rows, padded to a multiple of 8 elements (the
+    kernel's cp.async path); "generic": rows padded to 8 k + 3 elements (not 16-byte aligned: the element
+    loader); "T" / "T-generic": the same for the transposed storage (columns contiguous); "strided":
+    neither stride is 1. Padding holds nan, so that a read past the matrix shows."""
+    transposed = layout.startswith("T")
+    srows, scols = (cols, rows) if transposed else (rows, cols)
+    step = 2 if layout == "strided" else 1
+    ld = max(8, -(-scols * step // 8) * 8) + (0 if layout in ("fast", "T") else 3)
+    store = np.full((batch, srows, ld), np.nan, np.float32)
+    store[:, :, :scols * step:step] = rng.uniform(-scale, scale, (batch, srows, scols))
+    strides = (srows * ld, 1, ld) if transposed else (srows * ld, ld, step)
+    return store.reshape(-1), strides
+
+
+def gemm_tc(emu, fmt, a_store, a_strides, b_store, b_strides, shape, c_strides=None, c_init=None, alpha=1.0,
+            beta=0.0, grid=None):
+    """gemm_tc_<fmt> on the emulator, as gemm() above: float32 stores (rounded to the format here), element
+    strides (batch, row, column), C contiguous unless c_strides; checked against the reference. Returns C's
+    bits as a (batch, M, N) view."""
+    batch, m, n, k = shape
+    a_bits, b_bits = to_half(a_store, fmt), to_half(b_store, fmt)
+    c_strides = c_strides or (m * n, n, 1)
+    c_size = max(1, (batch - 1) * c_strides[0] + (m - 1) * c_strides[1] + (n - 1) * c_strides[2] + 1) \
+        if batch and m and n else 1
+    c = emu.empty((c_size,), np.uint16) if c_init is None else emu.array(to_half(c_init, fmt))
+    c_before = from_half(np.array(c), fmt)
+    if grid is None:
+        grid = (max(1, -(-n // 128)), max(1, -(-m // 128)), max(1, batch))
+    emu.launch(f"gemm_tc_{fmt}", grid, 256, c, emu.array(a_bits), emu.array(b_bits), i32(m), i32(n), i32(k),
+               i32(batch), i64(a_strides[1]), i64(a_strides[2]), i64(b_strides[1]), i64(b_strides[2]),
+               i64(c_strides[1]), i64(c_strides[2]), i64(a_strides[0]), i64(b_strides[0]), i64(c_strides[0]),
+               np.float32(alpha), np.float32(beta))
+    a = strided(from_half(a_bits, fmt), (batch, m, k), a_strides)
+    b = strided(from_half(b_bits, fmt), (batch, k, n), b_strides)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = np.float32(alpha) * numpy_ref.matmul(a, b)
+        scale = abs(alpha) * numpy_ref.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+        if beta != 0:
+            c0 = strided(c_before, (batch, m, n), c_strides)
+            ref = ref + np.float32(beta) * c0
+            scale = scale + np.abs(beta * c0.astype(np.float64))
+    got = strided(np.asarray(c), (batch, m, n), c_strides)
+    assert_half_close(f"gemm_tc_{fmt} {shape}", got, ref, scale, k, fmt)
+    return got
+
+
+def bf16_reference(x):
+    """float32 -> bfloat16 bits by comparing distances in float64 with the two neighbours (ties to the even
+    one), independent of the kernel's bit trick; nan as the kernel documents it."""
+    u = x.view(np.uint32)
+    down = u & np.uint32(0xFFFF0000)  # toward zero; the next one away from zero, as if the exponent went on:
+    up = down.astype(np.uint64) + 0x10000
+    mag = np.abs(np.where(np.isfinite(x), x, 0).astype(np.float64))  # (inf and nan: replaced below)
+    down_mag = np.abs(np.where(np.isfinite(x), down, 0).view(np.float32).astype(np.float64))
+    up_bits = (up & 0xFFFFFFFF).astype(np.uint32)
+    up_mag = np.where((up & 0x7F800000) == 0x7F800000, 2.0 ** 128,
+                      np.abs(np.where(np.isfinite(x), up_bits, 0).view(np.float32).astype(np.float64)))
+    d_down, d_up = mag - down_mag, up_mag - mag
+    even_down = ((down >> 16) & 1) == 0
+    pick_up = (d_up < d_down) | ((d_up == d_down) & ~even_down)
+    bits = np.where(pick_up, (up >> 16).astype(np.uint64) & 0xFFFF, down >> 16).astype(np.uint16)
+    inf_or_finite = np.where(np.isinf(x), (u >> 16).astype(np.uint16), bits)
+    return np.where(np.isnan(x), ((u >> 16) | 0x40).astype(np.uint16), inf_or_finite)
+
+
+def conversion_sweep():
+    """float32 inputs where conversions go wrong: every float16 value and every bfloat16 value, the
+    midpoints between neighbours of both (ties), one float32 ulp either side of those, the edges of
+    float16's range (65504, 65520, 2^-14, 2^-24, 2^-25, ...), float32 subnormals, infinities, nans with
+    payloads, and random bit patterns."""
+    h16 = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    values = [from_half(h16, "f16"), from_half(h16, "bf16")]
+    for v in values[:2]:
+        v = np.sort(v[np.isfinite(v)].astype(np.float64))
+        mid = ((v[1:] + v[:-1]) / 2).astype(np.float32)  # exact: one bit more than the format
+        values += [mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf))]
+    edges = np.array([65504, 65519.996, 65520, 65536, 2.0 ** -14, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25,
+                      2.0 ** -26, 3.4028235e38, 1e-45, 1e-40, 0.0, np.inf], np.float32)
+    with np.errstate(over="ignore"):
+        edges = np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(0))])
+    nans = np.array([0x7F800001, 0x7FA00000, 0x7FC00000, 0x7FFFFFFF, 0x7F801FFF, 0x7F802000], np.uint32)
+    rand = np.random.default_rng(0).integers(0, 2 ** 32, 50000, dtype=np.uint64).astype(np.uint32)
+    values += [edges, nans.view(np.float32), rand.view(np.float32)]
+    x = np.concatenate(values).astype(np.float32)
+    return np.concatenate([x, -x])
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+def test_gemm_tc_conversions_bit_exact(emu, fmt):
+    """f32 -> 16 bits (round to nearest even) and 16 bits -> f32, bit for bit: float16 against numpy's
+    astype (its nan rule included), bfloat16 against bf16_reference; every 16-bit pattern back to f32."""
+    f_in = conversion_sweep()
+    n = f_in.size
+    h_in = np.arange(n, dtype=np.uint32).astype(np.uint16)  # every pattern, several times
+    h_out, f_out = emu.empty((n,), np.uint16), emu.empty((n,), np.float32)
+    emu.launch(f"gemm_tc_convert_{fmt}", 16, 256, h_out, f_out, emu.array(f_in), emu.array(h_in), i64(n))
+    if fmt == "f16":
+        with np.errstate(over="ignore"):
+            want_h = f_in.astype(np.float16).view(np.uint16)
+        want_f = h_in.view(np.float16).astype(np.float32)
+    else:
+        want_h, want_f = bf16_reference(f_in), from_half(h_in, "bf16")
+    bad = np.flatnonzero(np.asarray(h_out) != want_h)
+    assert bad.size == 0, [f"{f_in[i].view(np.uint32):#010x} -> {h_out[i]:#06x}, want {want_h[i]:#06x}"
+                           for i in bad[:8]]
+    bad = np.flatnonzero(np.asarray(f_out).view(np.uint32) != want_f.view(np.uint32))
+    assert bad.size == 0, [f"{h_in[i]:#06x} -> {f_out[i].view(np.uint32):#010x}, want "
+                           f"{want_f[i].view(np.uint32):#010x}" for i in bad[:8]]
+
+
+TC_SHAPES = [(1, 1, 1), (7, 33, 5), (33, 17, 65), (130, 70, 40), (40, 136, 130), (260, 20, 48), (3, 4, 0)]
+
+
+@pytest.mark.parametrize("layout", ["fast", "generic"])
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+@pytest.mark.parametrize("m, n, k", TC_SHAPES)
+def test_gemm_tc_matches_reference(emu, m, n, k, fmt, layout):
+    """Row-major operands, one batch element: partial tiles in M, N and K (130 = a full and a 2-row tile
+    of 128; K = 5, 65: chunks of 8 cut by the end of K; K = 130: 5 slabs, so the 3 stages are reused),
+    on the cp.async path and the element loader."""
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a, sa = half_operand(rng, m, k, layout)
+    b, sb = half_operand(rng, k, n, layout)
+    gemm_tc(emu, fmt, a, sa, b, sb, (1, m, n, k))
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+@pytest.mark.parametrize("a_layout, b_layout", [("T", "fast"), ("fast", "T"), ("T", "T"), ("T-generic", "T-generic"),
+                                                ("strided", "strided")])
+def test_gemm_tc_transposed_operands(emu, fmt, a_layout, b_layout):
+    """Aᵀ·B, A·Bᵀ and Aᵀ·Bᵀ through the strides of the stored (K, M) / (N, K) matrices (the other slab
+    layout, ldmatrix .trans for A, without for B), on both paths; C column-major for Aᵀ·Bᵀ; and
+    operands with no unit stride at all."""
+    m, n, k = 37, 50, 44
+    rng = np.random.default_rng(17)
+    a, sa = half_operand(rng, m, k, a_layout)
+    b, sb = half_operand(rng, k, n, b_layout)
+    c_strides = (m * n, 1, m) if (a_layout, b_layout) == ("T", "T") else None
+    gemm_tc(emu, fmt, a, sa, b, sb, (1, m, n, k), c_strides)
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+@pytest.mark.parametrize("broadcast", ["a", "b"])
+def test_gemm_tc_batched_with_a_broadcast_operand(emu, fmt, broadcast):
+    """A batch of 3 over gridDim.z with one operand shared (batch stride 0); a grid short of the batch
+    (the grid-stride loop) gives the same bits."""
+    batch, m, n, k = 3, 20, 24, 40
+    rng = np.random.default_rng(5)
+    a, sa = half_operand(rng, m, k, "fast", batch=1 if broadcast == "a" else batch)
+    b, sb = half_operand(rng, k, n, "T", batch=1 if broadcast == "b" else batch)
+    sa, sb = ((0,) + sa[1:], sb) if broadcast == "a" else (sa, (0,) + sb[1:])
+    full = gemm_tc(emu, fmt, a, sa, b, sb, (batch, m, n, k))
+    short = gemm_tc(emu, fmt, a, sa, b, sb, (batch, m, n, k), grid=(1, 1, 2))
+    assert np.array(full).tobytes() == np.array(short).tobytes()
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+def test_gemm_tc_batch_elements_on_both_paths(emu, fmt):
+    """A batch stride of 8 j + 4 elements: every other batch element of A starts 8 bytes off a 16-byte
+    boundary, where cp.async would fault (the emulated one traps too), so the kernel must load those with
+    the element loader and the others with cp.async."""
+    batch, m, n, k = 4, 10, 16, 24
+    rng = np.random.default_rng(8)
+    a = np.full((batch, m * k + 4), np.nan, np.float32)
+    a[:, :m * k] = rng.uniform(-1, 1, (batch, m * k))
+    b, sb = half_operand(rng, k, n, "fast", batch=batch)
+    gemm_tc(emu, fmt, a.reshape(-1), (m * k + 4, k, 1), b, sb, (batch, m, n, k))
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+def test_gemm_tc_alpha_beta(emu, fmt):
+    """C = alpha A·B + beta C, with one rounding at the end; K == 0 (alpha * 0 + beta * C); a strided C;
+    and a grid short of the tiles in both directions."""
+    rng = np.random.default_rng(9)
+    for (m, n, k), alpha, beta in [((9, 70, 20), 2.0, 0.5), ((5, 6, 0), -1.0, 1.0)]:
+        a, sa = half_operand(rng, m, k, "fast")
+        b, sb = half_operand(rng, k, n, "fast")
+        c0 = rng.uniform(-3, 3, m * n * 2).astype(np.float32)
+        gemm_tc(emu, fmt, a, sa, b, sb, (1, m, n, k), c_strides=(m * n * 2, 2 * n, 2), c_init=c0, alpha=alpha,
+                beta=beta)
+    a, sa = half_operand(rng, 140, 16, "fast")
+    b, sb = half_operand(rng, 16, 130, "fast")
+    gemm_tc(emu, fmt, a, sa, b, sb, (1, 140, 130, 16), c_init=rng.uniform(-1, 1, 140 * 130).astype(np.float32),
+            alpha=0.5, beta=-2.0, grid=(1, 1, 1))
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+def test_gemm_tc_infinities_and_nans(emu, fmt):
+    """inf and nan in the inputs propagate as in float32 (inf·0 = nan, inf - inf = nan, inf + finite =
+    inf); a finite sum past float16's range (65504) rounds to inf in float16, not in bfloat16."""
+    m, n, k = 6, 9, 20
+    rng = np.random.default_rng(3)
+    a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+    b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+    a[0, 3] = np.inf                 # row 0: inf, or nan where B[3, :] is 0 or has the other inf
+    b[3, 1] = 0.0
+    a[1, 5] = np.nan                 # row 1: all nan
+    a[2, 7], b[7, 4] = -np.inf, np.inf
+    a[3, :], b[:, 6] = 300.0, 300.0  # (3, 6): 20 * 90000 = 1.8e6, past float16, in bfloat16
+    gemm_tc(emu, fmt, a.reshape(-1), (0, k, 1), b.reshape(-1), (0, n, 1), (1, m, n, k))
+
+
+@pytest.mark.parametrize("fmt", HALF_FORMATS)
+def test_gemm_tc_products_past_the_16_bit_range(emu, fmt):
+    """Products of 256 x 256 = 65536 and more, past float16's largest value (65504), and partial sums up to
+    2^26, which the float32 accumulator holds exactly (multiples of 2^16 with < 24 significant bits):
+    A = [256 X, 256 X, E], B = [256 Y; -256 Y; F] (small integers) gives exactly E·F, which a 16-bit
+    accumulator (inf - inf) would not."""
+    m, n, k2, ke = 12, 16, 16, 8
+    rng = np.random.default_rng(21)
+    x = rng.integers(-8, 9, (m, k2)).astype(np.float32)
+    y = rng.integers(-8, 9, (k2, n)).astype(np.float32)
+    e = rng.integers(-4, 5, (m, ke)).astype(np.float32)
+    f = rng.integers(-4, 5, (ke, n)).astype(np.float32)
+    a = np.concatenate([256 * x, 256 * x, e], axis=1)
+    b = np.concatenate([256 * y, -256 * y, f], axis=0)
+    k = 2 * k2 + ke
+    got = gemm_tc(emu, fmt, a.reshape(-1), (0, k, 1), b.reshape(-1), (0, n, 1), (1, m, n, k))
+    np.testing.assert_array_equal(from_half(got[0], fmt), e @ f)
+
+
 # ---- rnn.cu --------------------------------------------------------------------------------------------
 
 RNN_CASES = [(b, h, dtype, large) for b, h in [(1, 1), (3, 33), (4, 7)] for dtype in DTYPES

@@ -17,6 +17,9 @@
 //     warp barriers. Warps are 32 consecutive linear thread ids, as on a GPU.
 //   * Math: the C library's expf, erff, tanhf, ...; plus CUDA's rsqrtf, __expf, __int_as_float,
 //     __umulhi, min/max, __ldg, ...
+//   * Not inline PTX (asm): a kernel source that has some selects portable CUDA C instead when
+//     MG_CUDA_EMU is defined (kernels/mma.cuh: mma.sync, ldmatrix and cp.async as warp shuffles and plain
+//     copies that follow the PTX ISA's fragment layouts).
 //
 // What it checks (a kernel that breaks a rule fails its launch with a message instead of computing a
 // wrong answer silently or hanging)
@@ -35,6 +38,9 @@
 // The .cu sources are included after this header (see driver.cpp); they must not include system headers
 // (NVRTC provides none), which is what makes this possible.
 #pragma once
+
+// Kernel sources test this to pick portable code over inline PTX, which g++ cannot compile for the CPU.
+#define MG_CUDA_EMU 1
 
 #include <math.h>
 #include <sys/mman.h>
@@ -412,6 +418,7 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
     cuda_emu::warp_barrier(mask);
 }
 inline void __threadfence() {}
+[[noreturn]] inline void __trap() { cuda_emu::fail("__trap() (a kernel's own check failed)"); }
 inline void __threadfence_block() {}
 
 template <class T>
