@@ -26,6 +26,7 @@ import minigrad as mg
 from minigrad import backend, nn
 from minigrad import random as mg_random
 from minigrad.backend import cuda, numpy_ref
+from minigrad.dtypes import HALF_NP_DTYPES
 from minigrad.models import GPT, GPTConfig
 from minigrad.testing import gradcheck
 from attention_support import attention_error_scales  # tests/ is on sys.path under pytest
@@ -127,6 +128,32 @@ def test_matmul(cuda_runtime, dtype, a_shape, b_shape, layout):
     assert_matches(got, numpy_ref.matmul(a, b), dtype, n=a_shape[-1], scale=scale)
     if 0 not in a_shape:
         check_launched(rt, "gemm_")
+
+
+HALF_DTYPES = sorted(HALF_NP_DTYPES, key=str)  # float16, and bfloat16 where ml_dtypes is installed (the test extra)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("a_shape, b_shape, layout", [
+    ((1, 1), (1, 1), "plain"), ((7, 5), (5, 33), "plain"), ((130, 40), (40, 70), "plain"),
+    ((70, 24), (24, 66), "a_transposed"), ((33, 17), (17, 20), "b_transposed"), ((2, 3, 9, 16), (16, 8), "plain"),
+])
+def test_matmul_16_bit_on_tensor_cores(cuda_runtime, dtype, a_shape, b_shape, layout):
+    """gemm_tc.cu: float16 / bfloat16 operands, float32 accumulation, one rounding (numpy_ref's contract):
+    within one ulp of the 16-bit result plus the float32 accumulation bound."""
+    rt = cuda_runtime
+    a, b = rand(a_shape, np.float32, 1, 2.0).astype(dtype), rand(b_shape, np.float32, 2, 2.0).astype(dtype)
+    a_dev = device(rt, np.ascontiguousarray(a.T)).T if layout == "a_transposed" else device(rt, a)
+    b_dev = device(rt, np.ascontiguousarray(b.T)).T if layout == "b_transposed" else device(rt, b)
+    got = host(rt, cuda.matmul(a_dev, b_dev))
+    ref = numpy_ref.matmul(a, b)
+    assert got.dtype == ref.dtype == dtype
+    exact = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    bound = np.abs(ref.astype(np.float64) - exact) + np.spacing(np.abs(ref).astype(dtype)).astype(np.float64) + \
+        8 * np.finfo(np.float32).eps * math.sqrt(a_shape[-1]) * np.matmul(np.abs(a).astype(np.float64),
+                                                                          np.abs(b).astype(np.float64))
+    assert np.all(np.abs(got.astype(np.float64) - exact) <= bound * 1.01)
+    check_launched(rt, "gemm_tc_")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from minigrad.backend import numpy_ref
+from minigrad.dtypes import HALF_NP_DTYPES
 
 rt = None  # the runtime, set by use_runtime() (minigrad.backend does it when a GPU is found)
 
@@ -171,21 +172,36 @@ def _batched(x, batch_shape):
     raise AssertionError("a contiguous array always collapses")  # pragma: no cover
 
 
+def _half_format(*arrays) -> str | None:
+    """'f16' / 'bf16' when the arrays are all float16 / all bfloat16 (gemm_tc.cu's formats), else None."""
+    dtype = arrays[0].dtype
+    if dtype not in HALF_NP_DTYPES or any(x.dtype != dtype for x in arrays[1:]):
+        return None
+    return "f16" if dtype == np.float16 else "bf16"
+
+
 def _gemm(c, c_strides, a, a_strides, b, b_strides, batch, m, n, k, alpha=1.0, beta=0.0):
     """C = alpha * A·B + beta * C over `batch` matrices, operands given as (array, element strides
-    (batch, row, col)) as gemm_T reads them (kernels/gemm.cu). 64 x 64 tiles, 256 threads."""
+    (batch, row, col)) as gemm_T reads them (kernels/gemm.cu: float32 / float64, 64 x 64 tiles) or, for
+    float16 / bfloat16, gemm_tc_T (kernels/gemm_tc.cu: tensor cores, float32 accumulation, 128 x 128
+    tiles, the 16-bit arrays passed as their raw bits). 256 threads per block either way."""
     if batch == 0 or m == 0 or n == 0:
         return
-    dtype = c.dtype.type
-    grid = (-(-n // 64), builtins.min(-(-m // 64), _MAX_GRID_YZ), builtins.min(batch, _MAX_GRID_YZ))
-    _launch("gemm", f"gemm_{_SUFFIX[c.dtype]}", grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
+    half = _half_format(c)
+    if half is None:
+        name, tile, scalar = f"gemm_{_SUFFIX[c.dtype]}", 64, c.dtype.type
+    else:
+        name, tile, scalar = f"gemm_tc_{half}", 128, np.float32
+        c, a, b = (x.view(np.uint16) for x in (c, a, b))
+    grid = (-(-n // tile), builtins.min(-(-m // tile), _MAX_GRID_YZ), builtins.min(batch, _MAX_GRID_YZ))
+    _launch("gemm_tc" if half else "gemm", name, grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
             _i64(a_strides[1]), _i64(a_strides[2]), _i64(b_strides[1]), _i64(b_strides[2]),
             _i64(c_strides[1]), _i64(c_strides[2]), _i64(a_strides[0]), _i64(b_strides[0]), _i64(c_strides[0]),
-            dtype(alpha), dtype(beta))
+            scalar(alpha), scalar(beta))
 
 
 def matmul(a, b):
-    if _suffix(a, b) is None or a.ndim == 0 or b.ndim == 0:
+    if (_suffix(a, b) is None and _half_format(a, b) is None) or a.ndim == 0 or b.ndim == 0:
         return numpy_ref.matmul(a, b)
     a2 = a[None, :] if a.ndim == 1 else a  # numpy's 1-D rules: a vector is a row on the left, a column
     b2 = b[:, None] if b.ndim == 1 else b  # on the right, and that dim is dropped from the result
