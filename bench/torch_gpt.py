@@ -45,7 +45,7 @@ class TorchGPT(tnn.Module):
         self.transformer.wte.weight = self.lm_head.weight
 
     def forward(self, idx, targets):
-        pos = torch.arange(idx.shape[1])
+        pos = torch.arange(idx.shape[1], device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         for block in self.transformer.h:
             x = block(x)

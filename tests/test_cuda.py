@@ -598,3 +598,17 @@ def test_autocast_and_grad_scaler_on_cuda(cuda_runtime):
     np.testing.assert_allclose(cuda_logits, cpu_logits, rtol=2e-3, atol=2e-3)
     for got, want in zip(cuda_params, cpu_params):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# ---- the GPU benchmark command, where there is no GPU --------------------------------------------------------
+
+
+def test_gpu_benchmarks_list_their_cases_and_refuse_to_run_without_a_gpu(capsys):
+    from bench import gpu
+    assert gpu.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("gemm_fp32", "gemm_bf16", "softmax", "layernorm", "bias_gelu", "attention", "gpt_step"):
+        assert name in listed
+    if gpu.missing_requirements() is not None:  # (on a GPU machine with a CUDA torch, nothing to check here)
+        assert gpu.main(["--quick", "softmax"]) == 2
+        assert "cannot run" in capsys.readouterr().err
