@@ -612,3 +612,41 @@ def test_gpu_benchmarks_list_their_cases_and_refuse_to_run_without_a_gpu(capsys)
     if gpu.missing_requirements() is not None:  # (on a GPU machine with a CUDA torch, nothing to check here)
         assert gpu.main(["--quick", "softmax"]) == 2
         assert "cannot run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_index_add_of_a_row_gather_is_deterministic_and_matches(cuda_runtime, dtype):
+    """The backward of x[idx] with repeated and negative indices: embedding.cu's scatter-add (no atomics)."""
+    rt = cuda_runtime
+    out0, values = rand((6, 3, 4), dtype, 1), rand((5, 2, 3, 4), dtype, 2)
+    idx = np.array([[0, 5], [-1, 2], [0, 0], [3, -6], [2, 1]])
+    out, ref = device(rt, out0), out0.copy()
+    cuda.index_add_(out, (device(rt, idx),), device(rt, values))
+    numpy_ref.index_add_(ref, (idx,), values)
+    assert_matches(host(rt, out), ref, dtype, n=4, scale=np.abs(ref) + 4)
+    check_launched(rt, "embedding_backward_")
+    other, cols = device(rt, out0), rand((6, 2, 4), dtype, 3)  # an index along dim 1: numpy_ref's path
+    cuda.index_add_(other, (slice(None), device(rt, np.array([1, 1]))), device(rt, cols))
+    expected = out0.copy()
+    np.add.at(expected, (slice(None), np.array([1, 1])), cols)
+    assert_matches(host(rt, other), expected, dtype, scale=np.abs(expected) + 1)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_16_bit_inputs_run_the_float32_kernels(cuda_runtime, dtype):
+    """float16 / bfloat16 arrays on the float32 kernels (numpy_ref.in_float32: computed in float32, outputs
+    rounded once, layer_norm's mean / rstd and attention's lse kept float32): the reference's results."""
+    rt = cuda_runtime
+    x = rand((4, 40), np.float32, 1, 4.0).astype(dtype)
+    q = rand((1, 2, 5, 8), np.float32, 2).astype(dtype)
+    cases = [("softmax_forward", (x, 1)), ("log_softmax_forward", (x, 1)), ("layer_norm_forward", (x, None, None, 1e-5)),
+             ("attention_forward", (q, q, q, None, True, 0.5)), ("gelu_forward", (x, "tanh")), ("sum", (x, 1, False))]
+    for name, args in cases:
+        got = getattr(cuda, name)(*[device(rt, a) if isinstance(a, np.ndarray) else a for a in args])
+        ref = getattr(numpy_ref, name)(*args)
+        for g, r in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
+            g = host(rt, g)
+            assert g.dtype == r.dtype, (name, g.dtype, r.dtype)
+            np.testing.assert_allclose(g.astype(np.float64), r.astype(np.float64), rtol=1e-2, atol=1e-2, err_msg=name)
+    check_launched(rt, "softmax_forward_", "log_softmax_forward_", "layernorm_forward_", "attention_forward_",
+                   "bias_gelu_forward_", "reduce_sum_")

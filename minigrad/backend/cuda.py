@@ -3,9 +3,11 @@
 Every function here has the contract of its name in `base.PRIMITIVES` and numpy_ref's semantics. A
 primitive with a kernel makes its inputs contiguous where the kernel reads raw rows, allocates its
 outputs, and launches the kernel with the launch shape documented in the kernel's header comment. The
-primitives without a kernel here, and the kernel primitives on a dtype without a kernel (float16, int64,
-...), run numpy_ref on the device arrays (the device's fallback backend, see minigrad.backend; NumPy
-hands numpy_ref's calls on CuPy arrays to CuPy).
+primitives without a kernel here, and the kernel primitives on a dtype without a kernel (int64, ...), run
+numpy_ref on the device arrays (the device's fallback backend, see minigrad.backend; NumPy hands
+numpy_ref's calls on CuPy arrays to CuPy). float16 / bfloat16: matmul runs the tensor-core GEMM
+(gemm_tc.cu); the other kernels are float32 / float64, and `@in_float32` (numpy_ref's, the contract of
+base.PRIMITIVES) runs them on float32 copies of 16-bit inputs and rounds the outputs once.
 
 The GPU is reached through one object, the runtime `rt` (cuda_runtime.py: the array module `rt.xp` and
 `rt.launch`); tests swap in an emulated runtime whose arrays are NumPy arrays and whose kernels run on the
@@ -20,6 +22,7 @@ import math
 import numpy as np
 
 from minigrad.backend import numpy_ref
+from minigrad.backend.numpy_ref import in_float32
 from minigrad.dtypes import HALF_NP_DTYPES
 
 rt = None  # the runtime, set by use_runtime() (minigrad.backend does it when a GPU is found)
@@ -259,24 +262,28 @@ def _row_kernel_applies(x, axis):
     return _suffix(x) is not None and x.ndim > 0 and x.shape[axis] > 0
 
 
+@in_float32
 def softmax_forward(x, axis):
     if not _row_kernel_applies(x, axis):
         return numpy_ref.softmax_forward(x, axis)
     return _softmax_family("softmax_forward", axis, x)
 
 
+@in_float32
 def log_softmax_forward(x, axis):
     if not _row_kernel_applies(x, axis):
         return numpy_ref.log_softmax_forward(x, axis)
     return _softmax_family("log_softmax_forward", axis, x)
 
 
+@in_float32
 def softmax_backward(dout, out, axis):
     if not _row_kernel_applies(dout, axis) or _suffix(dout, out) is None:
         return numpy_ref.softmax_backward(dout, out, axis)
     return _softmax_family("softmax_backward", axis, dout, out)
 
 
+@in_float32
 def log_softmax_backward(dout, out, axis):
     if not _row_kernel_applies(dout, axis) or _suffix(dout, out) is None:
         return numpy_ref.log_softmax_backward(dout, out, axis)
@@ -329,6 +336,7 @@ def _one_axis(x, axis):
     return axis if axis is None else axis % x.ndim
 
 
+@in_float32
 def sum(x, axis, keepdims):
     one = _one_axis(x, axis)
     return numpy_ref.sum(x, axis, keepdims) if one is False else _reduce("sum", x, one, keepdims)
@@ -350,6 +358,7 @@ _LN_WARPS = 4  # rows per block of the forward and dx kernels (a warp per row)
 _LN_BY = 8     # row groups per block of the dparams kernel
 
 
+@in_float32(keep_float32=(1, 2))
 def layer_norm_forward(x, weight, bias, eps):
     if _suffix(x) is None or x.shape[1] == 0 or any(p is not None and p.dtype != x.dtype for p in (weight, bias)):
         return numpy_ref.layer_norm_forward(x, weight, bias, eps)
@@ -368,6 +377,7 @@ def _opt(x):
     return None if x is None else _contiguous(x)
 
 
+@in_float32
 def layer_norm_backward(dout, x, weight, mean, rstd):
     if _suffix(dout, x, mean, rstd) is None or x.shape[0] == 0 or x.shape[1] == 0 or \
             (weight is not None and weight.dtype != x.dtype):
@@ -426,24 +436,28 @@ def _bias_gelu_dx(dout, x, bias, approximate):
     return dx.reshape(x.shape)
 
 
+@in_float32
 def gelu_forward(x, approximate):
     if _suffix(x) is None:
         return numpy_ref.gelu_forward(x, approximate)
     return _bias_gelu(x, None, approximate)
 
 
+@in_float32
 def gelu_backward(dout, x, approximate):
     if _suffix(dout, x) is None or dout.shape != x.shape:
         return numpy_ref.gelu_backward(dout, x, approximate)
     return _bias_gelu_dx(dout, x, None, approximate)
 
 
+@in_float32
 def bias_gelu_forward(x, bias, approximate):
     if _suffix(x, *([] if bias is None else [bias])) is None:
         return numpy_ref.bias_gelu_forward(x, bias, approximate)
     return _bias_gelu(x, bias, approximate)
 
 
+@in_float32
 def bias_gelu_backward(dout, x, bias, approximate):
     if _suffix(dout, x, *([] if bias is None else [bias])) is None:
         return numpy_ref.bias_gelu_backward(dout, x, bias, approximate)
@@ -451,6 +465,7 @@ def bias_gelu_backward(dout, x, bias, approximate):
     return dx, None if bias is None else sum(dx, 0, False)  # the column sums, with reduce.cu
 
 
+@in_float32
 def bias_residual_forward(x, bias, residual):
     if _suffix(x, bias, residual) is None or x.shape != residual.shape:
         return numpy_ref.bias_residual_forward(x, bias, residual)
@@ -463,6 +478,7 @@ def bias_residual_forward(x, bias, residual):
     return out.reshape(x.shape)
 
 
+@in_float32
 def dropout_forward(gen, x, p):
     if _suffix(x) is None:
         return numpy_ref.dropout_forward(gen, x, p)
@@ -475,6 +491,7 @@ def dropout_forward(gen, x, p):
     return out, mask
 
 
+@in_float32
 def dropout_backward(dout, mask, p):
     if _suffix(dout) is None:
         return numpy_ref.dropout_backward(dout, mask, p)
@@ -489,6 +506,7 @@ def dropout_backward(dout, mask, p):
 # ---- cross_entropy.cu, embedding.cu --------------------------------------------------------------------------
 
 
+@in_float32
 def cross_entropy_forward(logits, targets, ignore_index, label_smoothing):
     if _suffix(logits) is None or logits.shape[1] == 0:
         return numpy_ref.cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
@@ -503,6 +521,7 @@ def cross_entropy_forward(logits, targets, ignore_index, label_smoothing):
     return losses, logprobs
 
 
+@in_float32
 def cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoothing):
     if _suffix(dlosses, logprobs) is None or logprobs.shape[1] == 0:
         return numpy_ref.cross_entropy_backward(dlosses, logprobs, targets, ignore_index, label_smoothing)
@@ -529,6 +548,7 @@ def embedding_forward(weight, indices):
     return out.reshape(indices.shape + (d,))
 
 
+@in_float32
 def embedding_backward(dout, indices, num_embeddings, padding_idx):
     if _suffix(dout) is None or dout.shape[-1] == 0 or num_embeddings == 0:
         return numpy_ref.embedding_backward(dout, indices, num_embeddings, padding_idx)
@@ -539,6 +559,34 @@ def embedding_backward(dout, indices, num_embeddings, padding_idx):
     _launch("embedding", f"embedding_backward_{_SUFFIX[dout.dtype]}", grid, (128,), dweight, dout2, flat,
             _i64(flat.size), _i32(num_embeddings), _i32(d), _i64(-1 if padding_idx is None else padding_idx))
     return dweight
+
+
+def _rows_index(index):
+    """The integer array of an index that selects along the first dim only (idx, or (idx, :, ...)), else None."""
+    items = index if isinstance(index, tuple) else (index,)
+    first, rest = items[0] if items else None, items[1:]
+    if getattr(first, "dtype", None) is None or first.dtype.kind not in "iu":
+        return None
+    if any(item is not Ellipsis and item != slice(None) for item in rest):
+        return None
+    return first
+
+
+def index_add_(out, index, values):
+    """out[index] += values, repeated indices accumulating (the backward of x[index]). An integer array along
+    the first dim (a row gather) runs embedding.cu's scatter-add: each row's sum in index order, no atomics,
+    so the gradient is the same bits on every run. Any other index runs numpy_ref's (np.add.at, which CuPy
+    implements with atomic adds: a float sum over repeated indices may then differ in its last bits between
+    runs)."""
+    rows = _rows_index(index)
+    if rows is None or _suffix(out, values) is None or out.ndim == 0 or not out.flags.c_contiguous or \
+            values.shape != rows.shape + out.shape[1:] or out.shape[0] == 0:
+        return numpy_ref.index_add_(out, index, values)
+    n, d = out.shape[0], math.prod(out.shape[1:])
+    flat = _contiguous(rows).reshape(-1).astype(np.int64)
+    flat = rt.xp.where(flat < 0, flat + n, flat)  # numpy's negative indices
+    out += embedding_backward(values.reshape(flat.size, d), flat, n, None).reshape(out.shape)
+    return None
 
 
 # ---- attention.cu ----------------------------------------------------------------------------------------
@@ -570,6 +618,7 @@ def _attention_geometry(q, k, v, is_causal, scale):
     return (_i32(b), _i32(h), _i32(tq), _i32(tk), _i32(d), _i32(dv), _i32(int(is_causal)), q.dtype.type(scale))
 
 
+@in_float32(keep_float32=(1,))
 def attention_forward(q, k, v, bias, is_causal, scale):
     if not _attention_applies(q, k, v, bias):
         return numpy_ref.attention_forward(q, k, v, bias, is_causal, scale)
@@ -585,6 +634,7 @@ def attention_forward(q, k, v, bias, is_causal, scale):
     return out, lse
 
 
+@in_float32
 def attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale):
     if not _attention_applies(q, k, v, bias) or _suffix(dout, q, out, lse) is None:
         return numpy_ref.attention_backward(dout, q, k, v, out, lse, bias, is_causal, scale)
@@ -654,6 +704,7 @@ def _im2col(x, weight, stride, padding, dilation):
     return cols, (ho, wo)
 
 
+@in_float32
 def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     if not _conv_applies(x, weight, stride, padding, dilation) or (bias is not None and bias.dtype != x.dtype):
         return numpy_ref.conv2d_forward(x, weight, stride, padding, dilation, groups, bias)
@@ -671,6 +722,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     return out
 
 
+@in_float32
 def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(True, True)):
     if not _conv_applies(x, weight, stride, padding, dilation) or _suffix(dout, x) is None:
         return numpy_ref.conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs)
@@ -711,6 +763,7 @@ def _cell_launch(name, outputs, inputs, batch, hidden):
     _launch("rnn", name, (_blocks(batch * hidden, 256),), (256,), *outputs, *inputs, _i64(batch), _i32(hidden))
 
 
+@in_float32
 def lstm_cell_forward(gates_x, gates_h, c):
     if _suffix(gates_x, gates_h, c) is None:
         return numpy_ref.lstm_cell_forward(gates_x, gates_h, c)
@@ -722,6 +775,7 @@ def lstm_cell_forward(gates_x, gates_h, c):
     return hc, cache
 
 
+@in_float32
 def lstm_cell_backward(dh, dc_new, cache, c):
     if _suffix(dh, cache, c, *([] if dc_new is None else [dc_new])) is None:
         return numpy_ref.lstm_cell_backward(dh, dc_new, cache, c)
@@ -733,6 +787,7 @@ def lstm_cell_backward(dh, dc_new, cache, c):
     return dgates, dc
 
 
+@in_float32
 def gru_cell_forward(gates_x, gates_h, h):
     if _suffix(gates_x, gates_h, h) is None:
         return numpy_ref.gru_cell_forward(gates_x, gates_h, h)
@@ -744,6 +799,7 @@ def gru_cell_forward(gates_x, gates_h, h):
     return h_new, cache
 
 
+@in_float32
 def gru_cell_backward(dh_new, cache, h):
     if _suffix(dh_new, cache, h) is None:
         return numpy_ref.gru_cell_backward(dh_new, cache, h)
