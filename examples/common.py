@@ -20,9 +20,10 @@ except ImportError:  # optional (the `examples` extra): log lines instead of a p
 
 def check_device(device: str) -> None:
     """Stop with a clear message when `device` is 'cuda' and minigrad has no CUDA backend here."""
-    if device == "cuda" and not mg.backend.available("cuda"):
-        raise SystemExit("--device cuda: minigrad's CUDA backend is not available on this machine (it needs "
-                         "an NVIDIA GPU and CuPy: pip install -e \".[cuda]\"); use --device cpu")
+    if device == "cuda" and not mg.cuda.is_available():
+        raise SystemExit(f"--device cuda: minigrad's CUDA backend is not available on this machine "
+                         f"({mg.cuda.why_unavailable()}; it needs an NVIDIA GPU and CuPy: pip install -e \".[cuda]\"); "
+                         f"use --device cpu")
 
 
 def checkpoint_path(out_dir: str) -> str:

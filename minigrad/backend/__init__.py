@@ -63,7 +63,10 @@ def unregister(name: str, device_type: str) -> None:
 
 
 def available(device_type: str = "cpu") -> list[str]:
-    """Names of the backends registered for a device type, fastest (highest priority) first."""
+    """Names of the backends registered for a device type, fastest (highest priority) first (for 'cuda',
+    after trying to load the CUDA backend)."""
+    if device_type == "cuda" and device_type not in _registry:
+        _load_cuda()
     return [name for _, name, _ in _registry.get(device_type, [])]
 
 
