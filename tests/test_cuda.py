@@ -650,3 +650,20 @@ def test_16_bit_inputs_run_the_float32_kernels(cuda_runtime, dtype):
             np.testing.assert_allclose(g.astype(np.float64), r.astype(np.float64), rtol=1e-2, atol=1e-2, err_msg=name)
     check_launched(rt, "softmax_forward_", "log_softmax_forward_", "layernorm_forward_", "attention_forward_",
                    "bias_gelu_forward_", "reduce_sum_")
+
+
+def test_the_gpt_example_trains_and_samples_on_cuda(cuda_runtime, tmp_path, capsys, monkeypatch):
+    """examples/train_gpt.py --device cuda, as a user runs it, on a tiny configuration: training, evaluation,
+    the checkpoint (from GPU tensors) and a sample."""
+    from example_support import load_example, run_info
+    monkeypatch.chdir(tmp_path)
+    train_gpt = load_example("train_gpt")
+    train_gpt.main(["--preset", "demo", "--device", "cuda", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+                    "--block-size", "16", "--batch-size", "4", "--max-iters", "3", "--warmup-iters", "1",
+                    "--lr-decay-iters", "3", "--eval-interval", "3", "--eval-iters", "1", "--sample-tokens", "10",
+                    "--out-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "iter 3: train loss" in out
+    info = run_info(tmp_path / "run")
+    assert info["settings"]["device"] == "cuda" and len(info["history"]["loss"]) == 3
+    assert np.all(np.isfinite(info["history"]["loss"]))
