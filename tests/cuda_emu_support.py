@@ -22,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
-ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
+# (an entry point may carry __launch_bounds__(...) before its name: `__global__ void __launch_bounds__(256) f(`)
+ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 # The thread order of the first of the two runs of every launch: 1 descending (default), 2 a seeded random
 # permutation per barrier interval (see cuda_emu.h); extra compiler flags, e.g. "-fsanitize=undefined".
 FIRST_SCHEDULE = int(os.environ.get("MINIGRAD_CUDA_EMU_SCHEDULE", "1"))
