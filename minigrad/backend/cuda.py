@@ -171,14 +171,30 @@ def _batched(x, batch_shape):
     raise AssertionError("a contiguous array always collapses")  # pragma: no cover
 
 
+def _gemm_tile(m, n, batch):
+    """The tile size of the gemm.cu kernel to launch: 128 (gemm128_T) or 64 (gemm_T).
+
+    The 128 x 128 tile does twice the FMAs per shared-memory read and per byte loaded (see gemm.cu's
+    GEMM_TUNING), but a block holds 2 (float32) or 1 (float64) per SM: it pays only when the problem has
+    a 128 x 128 tile for every SM and M, N >= 128 (a thinner problem would compute mostly padding). The
+    smaller ones (on an H100, a single 1024 x 1024 has 64 such tiles for 132 SMs) run 4 times as many
+    64 x 64 blocks, which keep every SM busy. Both kernels give the same bits, so the choice is only about
+    speed (a guess from the sizes: unmeasured)."""
+    tiles = -(-m // 128) * -(-n // 128) * batch
+    return 128 if m >= 128 and n >= 128 and tiles >= rt.multiprocessors else 64
+
+
 def _gemm(c, c_strides, a, a_strides, b, b_strides, batch, m, n, k, alpha=1.0, beta=0.0):
     """C = alpha * A·B + beta * C over `batch` matrices, operands given as (array, element strides
-    (batch, row, col)) as gemm_T reads them (kernels/gemm.cu). 64 x 64 tiles, 256 threads."""
+    (batch, row, col)) as gemm_T reads them (kernels/gemm.cu). 256 threads, a block per tile of
+    _gemm_tile's size."""
     if batch == 0 or m == 0 or n == 0:
         return
     dtype = c.dtype.type
-    grid = (-(-n // 64), builtins.min(-(-m // 64), _MAX_GRID_YZ), builtins.min(batch, _MAX_GRID_YZ))
-    _launch("gemm", f"gemm_{_SUFFIX[c.dtype]}", grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
+    tile = _gemm_tile(m, n, batch)
+    name = f"gemm{'128' if tile == 128 else ''}_{_SUFFIX[c.dtype]}"
+    grid = (-(-n // tile), builtins.min(-(-m // tile), _MAX_GRID_YZ), builtins.min(batch, _MAX_GRID_YZ))
+    _launch("gemm", name, grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
             _i64(a_strides[1]), _i64(a_strides[2]), _i64(b_strides[1]), _i64(b_strides[2]),
             _i64(c_strides[1]), _i64(c_strides[2]), _i64(a_strides[0]), _i64(b_strides[0]), _i64(c_strides[0]),
             dtype(alpha), dtype(beta))
