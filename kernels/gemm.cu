@@ -74,16 +74,22 @@
 // multiply-adds where the compiler contracts them), whatever the tile size: deterministic, and
 // independent of the launch configuration and of the entry point.
 //
-// GEMM_TUNING (what the sizes should give on an H100; derived from the sizes, nothing here is measured):
-//   per k step, a warp of the 128 x 128 kernel issues 64 FMA instructions for 6 shared-memory wavefronts
-//   (A: 2 reads, each a broadcast of 2 addresses; B: 2 reads of 256 distinct bytes per half-warp), an SM
-//   sub-partition does 1 FMA instruction and the SM about 1 wavefront per clock, so shared memory is
-//   busy ~6 / (4 x 64 / 4) = 9% of the time vs ~19% (3 per 16 per warp) for 64 x 64: the large tile is
-//   FMA-bound. Global traffic: (BM + BN) x BK elements per 2 BM BN BK flops, 32 flops per byte (float32)
-//   for 128 x 128, 16 for 64 x 64; at 67 TFLOPS that is 2.1 (4.2) TB/s from L2, within its bandwidth.
-//   Occupancy: 256 threads x ~128 registers (float32, 8 x 8) = 2 blocks, 16 warps per SM; 64 x 64 needs
-//   about half the registers. A problem with fewer 128 x 128 tiles than SMs (132) leaves SMs idle, hence
-//   the wrapper's choice of the 64 x 64 kernel there.
+// GEMM_TUNING (what the sizes should give on an H100 SXM: 132 SMs, 4 x 32 float32 FMA lanes and one
+// shared-memory wavefront of 128 bytes per SM and clock; derived from the sizes, nothing here is measured):
+//   * Shared memory per FMA. Per k, a warp of the 128 x 128 kernel issues 64 FMA instructions and 4
+//     128-bit shared reads: 2 of A (2 distinct addresses: 1 wavefront each) and 2 of B (256 distinct
+//     bytes: 2 wavefronts each), 6 wavefronts, i.e. 2 x 64 flops per 64 bytes read per thread. The SM
+//     retires 4 FMA instructions per clock, so shared memory is busy ~6 / 64 x 4 = 38% of the FMA time;
+//     for 64 x 64 (16 FMAs per 3 wavefronts) it is ~75%, before the slab stores and barriers: the large
+//     tile leaves the FMA pipes as the limit, the small one is close to shared-memory bound.
+//   * Global (L2) traffic. (BM + BN) BK elements per 2 BM BN BK flops: 32 flops per byte in float32 for
+//     128 x 128 x 8, 16 for 64 x 64 x 16; at the 67 TFLOPS float32 peak, 2.1 and 4.2 TB/s, served mostly
+//     by L2 (neighbouring blocks read the same slabs), more than HBM's 3.35 TB/s for the small tile.
+//   * Occupancy. float32 128 x 128: 128 registers x 256 threads = 2 blocks, 16 warps per SM (a block's 64
+//     independent accumulator chains and its prefetched slab hide the latencies); float32 64 x 64: 64
+//     registers, 4 blocks; float64: half of each. A problem with fewer 128 x 128 tiles than SMs leaves SMs
+//     idle with the large tile, hence the wrapper's choice of the small one there (a single 1024 x 1024:
+//     64 tiles of 128 x 128, 256 of 64 x 64).
 
 #define MG_GEMM_GROUP 64      // rows (columns) covered by one 4 x 4 group of the 16 x 16 threads
 #define MG_GEMM_THREADS 256   // 16 x 16
