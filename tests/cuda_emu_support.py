@@ -22,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
-ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
+# (an entry point may carry __launch_bounds__(...) before its name: `__global__ void __launch_bounds__(256) f(`)
+ENTRY_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 # The thread order of the first of the two runs of every launch: 1 descending (default), 2 a seeded random
 # permutation per barrier interval (see cuda_emu.h); extra compiler flags, e.g. "-fsanitize=undefined".
 FIRST_SCHEDULE = int(os.environ.get("MINIGRAD_CUDA_EMU_SCHEDULE", "1"))
@@ -75,11 +76,13 @@ class Emu:
         self.launched = set()
 
     # -- memory ------------------------------------------------------------------------------------
-    def array(self, a, dtype=None):
-        """A copy of `a` (C-contiguous) inside a guarded buffer: what device memory is to a kernel."""
+    def array(self, a, dtype=None, misalign=0):
+        """A copy of `a` (C-contiguous) inside a guarded buffer: what device memory is to a kernel. Its address
+        is 16-byte aligned (as an allocation of CuPy's), plus `misalign` bytes (as a view into one)."""
         a = np.asarray(a, dtype=dtype)
-        buf = np.full(a.nbytes + 2 * self.PAD, 0xFF, dtype=np.uint8)
-        view = buf[self.PAD:self.PAD + a.nbytes].view(a.dtype).reshape(a.shape)
+        buf = np.full(a.nbytes + 2 * self.PAD + 32, 0xFF, dtype=np.uint8)
+        start = self.PAD + (-buf.ctypes.data - self.PAD) % 16 + misalign % 16  # (numpy aligns less than CuPy)
+        view = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
         view[...] = a
         self._guarded[view.ctypes.data] = buf  # (the view keeps buf alive)
         return view
@@ -92,7 +95,8 @@ class Emu:
     def _check_guards(self, name, arrays):
         for a in arrays:
             buf = self._guarded[a.ctypes.data]
-            pad = np.concatenate([buf[:self.PAD], buf[buf.size - self.PAD:]])
+            start = a.ctypes.data - buf.ctypes.data
+            pad = np.concatenate([buf[:start], buf[start + a.nbytes:]])
             assert np.all(pad == 0xFF), f"{name} wrote outside an array of shape {a.shape} ({a.dtype})"
 
     # -- launching ---------------------------------------------------------------------------------
@@ -222,12 +226,15 @@ class EmulatedRuntime:
     memory and every launch runs the kernel in the emulator (Emu.launch: two thread orders, guard bytes,
     argument types checked against the kernel's C signature). A pointer argument reaches the kernel as on a
     GPU: the raw memory from the array's first element on, whatever its strides, so a wrapper that passes a
-    non-contiguous array to a kernel that reads rows gets the wrong elements here too. `launched` records
+    non-contiguous array to a kernel that reads rows gets the wrong elements here too, and at the same address
+    modulo 16 bytes (a view that starts mid-allocation is as misaligned for a vector load as it is on a
+    GPU: UBSan reports a misaligned access). `launched` records
     the kernels run, so that a test can tell a kernel from a fallback to numpy_ref."""
 
     name = "emulated"
     device_name = "CPU emulator of CUDA (tests/cuda_emu)"
     multiprocessors = 2  # small grids: the grid-stride loops of the kernels run more than once
+    compute_capability = 90  # the emulator runs every instruction the kernels use (mma.cuh's portable forms)
 
     def __init__(self, emu: Emu):
         self.emu = emu
@@ -241,7 +248,7 @@ class EmulatedRuntime:
         for a in args:
             if isinstance(a, np.ndarray):
                 span = memory_span(a)
-                guarded = self.emu.array(span)
+                guarded = self.emu.array(span, misalign=span.ctypes.data)  # as misaligned as a view on a GPU
                 staged.append((span, guarded))
                 call.append(guarded)
             else:

@@ -109,13 +109,18 @@ DTYPES = [np.float32, np.float64]
     ((70, 18), (18, 66), "a_transposed"), ((70, 18), (18, 66), "b_transposed"), ((5,), (5, 3), "plain"),
     ((4, 5), (5,), "plain"), ((2, 3, 7, 5), (5, 9), "plain"), ((2, 1, 7, 5), (3, 5, 9), "plain"),
     ((3, 4, 0), (0, 2), "plain"), ((2, 5, 4), (2, 4, 6), "sliced"),
+    ((130, 20), (20, 132), "plain"), ((2, 130, 20), (20, 132), "offset"), ((132, 20), (20, 130), "b_transposed"),
 ])
 def test_matmul(cuda_runtime, dtype, a_shape, b_shape, layout):
     """gemm.cu through every layout the ops produce: transposed views read through strides, batch broadcast
-    (a 2-D operand against a batch, size-1 batch dims), 1-D operands, K = 0, non-contiguous slices."""
+    (a 2-D operand against a batch, size-1 batch dims), 1-D operands, K = 0, non-contiguous slices, a view
+    one element into its allocation (misaligned for 128-bit loads); M, N >= 128 (the 128 x 128 kernel where
+    there are enough tiles: on the emulated runtime's 2 SMs)."""
     rt = cuda_runtime
     a, b = rand(a_shape, dtype, 1, 3.0), rand(b_shape, dtype, 2, 3.0)
-    if layout == "a_transposed":
+    if layout == "offset":
+        a_dev = device(rt, np.concatenate([np.zeros(1, dtype), a.ravel()]))[1:].reshape(a_shape)
+    elif layout == "a_transposed":
         a_dev = device(rt, np.ascontiguousarray(a.T)).T
     elif layout == "sliced":
         a = rand((2, 5, 8), dtype, 1)[:, :, ::2]
@@ -127,7 +132,8 @@ def test_matmul(cuda_runtime, dtype, a_shape, b_shape, layout):
     scale = numpy_ref.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
     assert_matches(got, numpy_ref.matmul(a, b), dtype, n=a_shape[-1], scale=scale)
     if 0 not in a_shape:
-        check_launched(rt, "gemm_")
+        m, n = (a_shape[-2] if len(a_shape) > 1 else 1), (b_shape[-1] if len(b_shape) > 1 else 1)
+        check_launched(rt, "gemm128_" if min(m, n) >= 128 else "gemm_")
 
 
 HALF_DTYPES = sorted(HALF_NP_DTYPES, key=str)  # float16, and bfloat16 where ml_dtypes is installed (the test extra)

@@ -570,34 +570,35 @@ def strided(store, shape, strides):
     return np.lib.stride_tricks.as_strided(store, shape, [s * store.itemsize for s in strides], writeable=False)
 
 
-def gemm_launch(emu, c, a, b, shape, a_strides, b_strides, c_strides, alpha=1.0, beta=0.0, grid=None):
-    """gemm_T<<<grid, 256>>> on device arrays; shape (batch, M, N, K), strides (batch, row, column)."""
+def gemm_launch(emu, c, a, b, shape, a_strides, b_strides, c_strides, alpha=1.0, beta=0.0, grid=None, tile=64):
+    """gemm_T (tile 64) or gemm128_T (tile 128) <<<grid, 256>>> on device arrays; shape (batch, M, N, K),
+    strides (batch, row, column)."""
     batch, m, n, k = shape
     dtype = c.dtype.type
     if grid is None:
-        grid = (max(1, -(-n // 64)), max(1, -(-m // 64)), max(1, batch))
-    emu.launch(f"gemm_{SUFFIX[dtype]}", grid, 256, c, a, b, i32(m), i32(n), i32(k), i32(batch), i64(a_strides[1]),
+        grid = (max(1, -(-n // tile)), max(1, -(-m // tile)), max(1, batch))
+    name = f"gemm{'128' if tile == 128 else ''}_{SUFFIX[dtype]}"
+    emu.launch(name, grid, 256, c, a, b, i32(m), i32(n), i32(k), i32(batch), i64(a_strides[1]),
                i64(a_strides[2]), i64(b_strides[1]), i64(b_strides[2]), i64(c_strides[1]), i64(c_strides[2]),
                i64(a_strides[0]), i64(b_strides[0]), i64(c_strides[0]), dtype(alpha), dtype(beta))
 
 
 def gemm(emu, a_store, a_strides, b_store, b_strides, shape, c_strides=None, c_init=None, alpha=1.0, beta=0.0,
-         grid=None):
+         grid=None, tile=64, misalign=(0, 0, 0)):
     """C = alpha A·B + beta C on the emulator, A (batch, M, K) and B (batch, K, N) the views of their stores
     with element strides (batch, row, column); C (batch, M, N), contiguous unless c_strides (then its store
-    is returned as it is laid out). Returns (C as a (batch, M, N) view, the reference)."""
+    is returned as it is laid out). misalign: the bytes past a 16-byte boundary where the device copies of
+    A, B and C start. Returns (C as a (batch, M, N) view, the reference)."""
     batch, m, n, k = shape
     dtype = a_store.dtype.type
     c_strides = c_strides or (m * n, n, 1)
     c_size = max(1, (batch - 1) * c_strides[0] + (m - 1) * c_strides[1] + (n - 1) * c_strides[2] + 1) \
         if batch and m and n else 1
-    if c_init is None:
-        c = emu.empty((c_size,), dtype)
-    else:
-        c = emu.array(c_init.astype(dtype))
+    c_host = np.full(c_size, np.nan, dtype) if c_init is None else c_init.astype(dtype)
+    c = emu.array(c_host, misalign=misalign[2])
     c_before = np.array(c)
-    gemm_launch(emu, c, emu.array(a_store), emu.array(b_store), shape, a_strides, b_strides, c_strides, alpha, beta,
-                grid)
+    gemm_launch(emu, c, emu.array(a_store, misalign=misalign[0]), emu.array(b_store, misalign=misalign[1]), shape,
+                a_strides, b_strides, c_strides, alpha, beta, grid, tile)
     a = strided(a_store, (batch, m, k), a_strides)
     b = strided(b_store, (batch, k, n), b_strides)
     got = strided(np.asarray(c), (batch, m, n), c_strides)
@@ -610,6 +611,9 @@ def gemm(emu, a_store, a_strides, b_store, b_strides, shape, c_strides=None, c_i
     elif alpha != 1:
         ref = (dtype(alpha) * ref).astype(dtype)
     assert_close(f"gemm {shape}", got, ref, scale, max(k, 1))
+    outside = np.ones(c.size, bool)  # the elements of C's store that are not in the view: never written
+    outside[strided(np.arange(c.size), (batch, m, n), c_strides).ravel()] = False
+    assert np.array(c)[outside].tobytes() == c_before[outside].tobytes(), f"gemm {shape} wrote outside C's view"
     return got, ref
 
 
@@ -640,27 +644,99 @@ def test_gemm_transposed_operands(emu, dtype, ta, tb, m, n, k):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("broadcast", ["a", "b"])
-def test_gemm_batched_with_a_broadcast_operand(emu, dtype, broadcast):
+@pytest.mark.parametrize("tile, m, n, k, pad", [(64, 33, 70, 17, 0), (128, 130, 36, 20, 0), (128, 130, 36, 20, 1)])
+def test_gemm_batched_with_a_broadcast_operand(emu, dtype, broadcast, tile, m, n, k, pad):
     """A batch of 3 over gridDim.z, one operand shared (batch stride 0); also a grid short of the tiles and
-    of the batch (the grid-stride loops), which must give the same bits."""
-    batch, m, n, k = 3, 33, 70, 17
-    a_store = uniform((m, k) if broadcast == "a" else (batch, m, k), dtype, seed=3)
-    b_store = uniform((k, n) if broadcast == "b" else (batch, k, n), dtype, seed=4)
-    a_strides = (0 if broadcast == "a" else m * k, k, 1)
-    b_strides = (0 if broadcast == "b" else k * n, n, 1)
-    full, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (batch, m, n, k))
-    short, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (batch, m, n, k), grid=(1, 1, 2))
+    of the batch (the grid-stride loops), which must give the same bits. (130, 36, 20): batch strides that
+    keep every batch element 16-byte aligned, so the 128-bit loads apply; pad 1: the batched operand's
+    batch stride one element longer, which misaligns every other batch element: scalar loads."""
+    batch = 3
+    a_store = uniform(m * k if broadcast == "a" else batch * (m * k + pad), dtype, seed=3)
+    b_store = uniform(k * n if broadcast == "b" else batch * (k * n + pad), dtype, seed=4)
+    a_strides = (0 if broadcast == "a" else m * k + pad, k, 1)
+    b_strides = (0 if broadcast == "b" else k * n + pad, n, 1)
+    full, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (batch, m, n, k), tile=tile)
+    short, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (batch, m, n, k), grid=(1, 1, 2), tile=tile)
     assert np.array(full).tobytes() == np.array(short).tobytes()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("alpha, beta", [(2.0, 0.5), (-1.0, 1.0)])
-def test_gemm_alpha_beta(emu, dtype, alpha, beta):
-    """C = alpha A·B + beta C (accumulating into a gradient); with K == 0 too."""
-    for m, n, k in [(9, 70, 20), (5, 6, 0)]:
+@pytest.mark.parametrize("tile", [64, 128])
+def test_gemm_alpha_beta(emu, dtype, alpha, beta, tile):
+    """C = alpha A·B + beta C (accumulating into a gradient); with K == 0 too; (130, 132, 12): C read and
+    written with 128-bit accesses (row stride a multiple of 4), except in the ragged last columns."""
+    for m, n, k in [(9, 70, 20), (5, 6, 0), (130, 134, 12)]:
         a, b = uniform((m, k), dtype, seed=5), uniform((k, n), dtype, seed=6)
         c0 = uniform((m * n,), dtype, seed=7, scale=3)
-        gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k), c_init=c0, alpha=alpha, beta=beta)
+        gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k), c_init=c0, alpha=alpha, beta=beta, tile=tile)
+
+
+# ---- gemm.cu: the 128 x 128 kernel, and the vector and scalar paths of both sizes ----------------------------
+# gemm128_T on M, N around multiples of 128 and K around multiples of its slab depth (8); then both sizes
+# on layouts whose strides allow 128-bit loads and stores (every stride a multiple of 4 elements, the base
+# 16-byte aligned), layouts that force the scalar loader (odd leading dimensions, a base one element past
+# a 16-byte boundary, as a view x[1:] has), and padded leading dimensions, where the chunks of 4 that
+# straddle M, N or K fall back to scalar loads next to vector loads. A vector access on a misaligned
+# address is reported by UBSan, and then crashes the test process (g++ compiles the 16-byte-aligned copies
+# to x86's aligned 128-bit moves, which fault), as the GPU's misaligned-address error would end the
+# program; a vector load of a chunk that straddles the end reads the guard bytes or the next row (a wrong
+# result).
+
+GEMM128_SHAPES = [(128, 128, 8), (127, 129, 33), (129, 70, 17), (130, 128, 9), (256, 1, 3), (1, 1, 1), (3, 4, 0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, k", GEMM128_SHAPES)
+def test_gemm128_matches_reference(emu, dtype, m, n, k):
+    """Row-major operands, one batch element, partial 128 x 128 tiles and partial slabs."""
+    a, b = uniform((m, k), dtype, seed=m * 100 + k), uniform((k, n), dtype, seed=n * 100 + k + 1)
+    gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k), tile=128)
+
+
+@pytest.mark.parametrize("tile", [64, 128])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m, n, k, pad", [(132, 136, 24, 0), (130, 129, 21, 0), (66, 70, 22, 2)])
+def test_gemm_vector_and_scalar_loads(emu, tile, dtype, ta, tb, m, n, k, pad):
+    """All four transpose combinations (C column-major when both are), leading dimensions padded by `pad`:
+    (132, 136, 24) all vector loads and stores; (130, 129, 21) all scalar (odd leading dimensions);
+    (66, 70, 22) + 2 vector loads (leading dimensions 24, 68, 72) but the chunks at k = 20, row 64 and
+    column 68 straddle K, M and N (float64's 2-element vectors also take the leading dimension 70)."""
+    a_store = uniform((k, m + pad) if ta else (m, k + pad), dtype, seed=8)
+    b_store = uniform((n, k + pad) if tb else (k, n + pad), dtype, seed=9)
+    a_strides = (0, 1, m + pad) if ta else (0, k + pad, 1)
+    b_strides = (0, 1, k + pad) if tb else (0, n + pad, 1)
+    c_strides = (0, 1, m + pad) if ta and tb else (0, n + pad, 1)
+    gemm(emu, a_store, a_strides, b_store, b_strides, (1, m, n, k), c_strides, tile=tile)
+
+
+@pytest.mark.parametrize("tile", [64, 128])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("operand", ["a", "b", "c"])
+def test_gemm_misaligned_base_pointers(emu, tile, dtype, operand):
+    """Strides that allow 128-bit accesses, but one operand starts one element past a 16-byte boundary: its
+    loads (or C's loads and stores, beta != 0) must take the scalar path."""
+    m, n, k = 132, 136, 24
+    misalign = tuple(np.dtype(dtype).itemsize if name == operand else 0 for name in "abc")
+    a, b = uniform((m, k), dtype, seed=10), uniform((k, n), dtype, seed=11)
+    c0 = uniform((m * n,), dtype, seed=12)
+    gemm(emu, a, (0, k, 1), b, (0, n, 1), (1, m, n, k), c_init=c0, beta=0.5, tile=tile, misalign=misalign)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, True)])
+def test_gemm_tile_sizes_give_the_same_bits(emu, dtype, ta, tb):
+    """gemm_T and gemm128_T sum every output in the same order (k increasing from 0 in one thread), so the
+    wrapper's choice between them never changes a result."""
+    m, n, k = 130, 129, 37
+    a_store = uniform((k, m) if ta else (m, k), dtype, seed=13)
+    b_store = uniform((n, k) if tb else (k, n), dtype, seed=14)
+    a_strides = (0, 1, m) if ta else (0, k, 1)
+    b_strides = (0, 1, k) if tb else (0, n, 1)
+    small, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (1, m, n, k), tile=64)
+    large, _ = gemm(emu, a_store, a_strides, b_store, b_strides, (1, m, n, k), tile=128)
+    assert np.array(small).tobytes() == np.array(large).tobytes()
 
 
 # ---- gemm_tc.cu ----------------------------------------------------------------------------------------

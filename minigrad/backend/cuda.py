@@ -176,28 +176,44 @@ def _batched(x, batch_shape):
 
 
 def _half_format(*arrays) -> str | None:
-    """'f16' / 'bf16' when the arrays are all float16 / all bfloat16 (gemm_tc.cu's formats), else None."""
+    """'f16' / 'bf16' when the arrays are all float16 / all bfloat16 (gemm_tc.cu's formats) and the GPU has
+    the tensor-core instructions it uses (sm_80+), else None."""
     dtype = arrays[0].dtype
-    if dtype not in HALF_NP_DTYPES or any(x.dtype != dtype for x in arrays[1:]):
+    if dtype not in HALF_NP_DTYPES or any(x.dtype != dtype for x in arrays[1:]) or rt.compute_capability < 80:
         return None
     return "f16" if dtype == np.float16 else "bf16"
 
 
+def _gemm_tile(m, n, batch):
+    """The tile size of the gemm.cu kernel to launch: 128 (gemm128_T) or 64 (gemm_T).
+
+    The 128 x 128 tile does twice the FMAs per shared-memory read and per byte loaded (see gemm.cu's
+    GEMM_TUNING), but a block holds 2 (float32) or 1 (float64) per SM: it pays only when the problem has
+    a 128 x 128 tile for every SM and M, N >= 128 (a thinner problem would compute mostly padding). The
+    smaller ones (on an H100, a single 1024 x 1024 has 64 such tiles for 132 SMs) run 4 times as many
+    64 x 64 blocks, which keep every SM busy. Both kernels give the same bits, so the choice is only about
+    speed (a guess from the sizes: unmeasured)."""
+    tiles = -(-m // 128) * -(-n // 128) * batch
+    return 128 if m >= 128 and n >= 128 and tiles >= rt.multiprocessors else 64
+
+
 def _gemm(c, c_strides, a, a_strides, b, b_strides, batch, m, n, k, alpha=1.0, beta=0.0):
     """C = alpha * A·B + beta * C over `batch` matrices, operands given as (array, element strides
-    (batch, row, col)) as gemm_T reads them (kernels/gemm.cu: float32 / float64, 64 x 64 tiles) or, for
-    float16 / bfloat16, gemm_tc_T (kernels/gemm_tc.cu: tensor cores, float32 accumulation, 128 x 128
-    tiles, the 16-bit arrays passed as their raw bits). 256 threads per block either way."""
+    (batch, row, col)) as gemm_T reads them: float32 / float64 on kernels/gemm.cu (a block per tile of
+    _gemm_tile's size); float16 / bfloat16 on kernels/gemm_tc.cu (tensor cores, float32 accumulation, 128 x
+    128 tiles, the 16-bit arrays passed as their raw bits). 256 threads per block either way."""
     if batch == 0 or m == 0 or n == 0:
         return
     half = _half_format(c)
     if half is None:
-        name, tile, scalar = f"gemm_{_SUFFIX[c.dtype]}", 64, c.dtype.type
+        tile, scalar = _gemm_tile(m, n, batch), c.dtype.type
+        family, name = "gemm", f"gemm{'128' if tile == 128 else ''}_{_SUFFIX[c.dtype]}"
     else:
-        name, tile, scalar = f"gemm_tc_{half}", 128, np.float32
+        tile, scalar = 128, np.float32
+        family, name = "gemm_tc", f"gemm_tc_{half}"
         c, a, b = (x.view(np.uint16) for x in (c, a, b))
     grid = (-(-n // tile), builtins.min(-(-m // tile), _MAX_GRID_YZ), builtins.min(batch, _MAX_GRID_YZ))
-    _launch("gemm_tc" if half else "gemm", name, grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
+    _launch(family, name, grid, (256,), c, a, b, _i32(m), _i32(n), _i32(k), _i32(batch),
             _i64(a_strides[1]), _i64(a_strides[2]), _i64(b_strides[1]), _i64(b_strides[2]),
             _i64(c_strides[1]), _i64(c_strides[2]), _i64(a_strides[0]), _i64(b_strides[0]), _i64(c_strides[0]),
             scalar(alpha), scalar(beta))

@@ -9,6 +9,7 @@ The CUDA backend (cuda.py) reaches the GPU only through a runtime object:
                                scalars of the exact C type for values: np.int32 for int, np.int64 for long
                                long, the array's dtype for T)
     rt.multiprocessors         the GPU's SM count, to size grid-stride launches
+    rt.compute_capability      e.g. 90 for an H100 (the tensor-core GEMM needs 80 or more)
     rt.to_host(x) / rt.from_host(a)
                                copies between the GPU and NumPy
     rt.synchronize(), rt.device_name
