@@ -144,7 +144,7 @@ def _gemm(env, quick, fmt):
         with mg.no_grad():
             ours = flops / env.time(lambda: ma @ mb) / 1e9
         rows.append(row(f"gemm_{fmt}", f"n={n}", "GFLOP/s", ours, refs, rel_error(got, ref),
-                        1e-5 if fmt == "fp32" else 1e-2))
+                        {"fp32": 1e-5, "fp16": 2e-3, "bf16": 1e-2}[fmt]))
     return rows
 
 

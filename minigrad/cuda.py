@@ -53,9 +53,10 @@ def synchronize() -> None:
 
 
 def manual_seed(seed: int) -> None:
-    """Seed the GPU's generator (rand, randn, randint, dropout on 'cuda'); `minigrad.manual_seed` seeds all."""
-    _runtime()
-    seed_device("cuda", seed)
+    """Seed the GPU's generator (rand, randn, randint, dropout on 'cuda'); `minigrad.manual_seed` seeds all.
+    Without a GPU the call does nothing, as torch.cuda.manual_seed (so scripts may call it unconditionally)."""
+    if is_available():
+        seed_device("cuda", seed)
 
 
 manual_seed_all = manual_seed  # one GPU

@@ -48,7 +48,7 @@ def save(tensors: dict[str, Tensor], path, metadata: dict[str, str] | None = Non
         if not isinstance(name, str) or not isinstance(value, Tensor):
             raise TypeError(f"save expects str keys and Tensor values; {name!r} maps to {type(value).__name__}")
         # C order: safetensors writes an array's memory as is, so a transposed view would come back scrambled.
-        arrays[name] = np.asarray(value.detach().numpy(), order="C")
+        arrays[name] = np.asarray(value.detach().cpu().numpy(), order="C")
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError("save: metadata must map str to str (encode other values, e.g. with json.dumps)")
     _write_atomically(os.fspath(path), safetensors.numpy.save(arrays, metadata=metadata))

@@ -26,7 +26,7 @@ _AVERAGES = ("macro", "micro", "weighted", None)
 
 
 def _as_array(x) -> np.ndarray:
-    return x.detach().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
 def _labels(pred, target, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:

@@ -25,12 +25,15 @@ class Tensor:
     __array_ufunc__ = None  # make NumPy defer to our reflected operators: np.float32(2) * t -> t.__rmul__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
-        device = CPU if device is None else usable(device)
-        if isinstance(data, Tensor):  # a copy, cut from data's graph
+        if device is not None:
+            device = usable(device)
+        if isinstance(data, Tensor):  # a copy, cut from data's graph (on data's device unless told)
+            device = data.device if device is None else device
             source = data.detach().to(device=device)
             dtype = source.dtype if dtype is None else dtypes.get_dtype(dtype)
             array = dispatch(device).astype(source.data, dtype.np_dtype)
         else:
+            device = CPU if device is None else device
             dtype = dtypes.default_dtype_for(data) if dtype is None else dtypes.get_dtype(dtype)
             array = dispatch(device).asarray(data, dtype.np_dtype)
         self._set(array, device, False)
@@ -109,11 +112,15 @@ class Tensor:
 
     # ---- conversion -----------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """The values as a NumPy array (sharing memory on the CPU). Like PyTorch, refuses tensors that
-        require grad: writing to the array would bypass autograd, so call `.detach().numpy()`."""
+        """The values as a NumPy array sharing memory with this CPU tensor. Like PyTorch, refuses tensors
+        that require grad (writing to the array would bypass autograd: call `.detach().numpy()`) and GPU
+        tensors (the array could not share their memory: call `.cpu().numpy()`)."""
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
-        return dispatch(self.device).to_host(self.data)
+        if self.device.type != "cpu":
+            raise TypeError(f"can't convert a tensor on {self.device} to numpy: use tensor.cpu() to copy it to "
+                            f"host memory first")
+        return self.data
 
     def item(self):
         """The single value of a one-element tensor as a Python number."""
@@ -124,8 +131,9 @@ class Tensor:
     def tolist(self):
         return dispatch(self.device).to_host(self.data).tolist()
 
-    def to(self, *args, dtype=None, device=None) -> "Tensor":
-        """`to(dtype)`, `to(device)`, `to(device, dtype)` or keywords; returns self when nothing changes."""
+    def to(self, *args, dtype=None, device=None, non_blocking=False) -> "Tensor":
+        """`to(dtype)`, `to(device)`, `to(device, dtype)` or keywords; returns self when nothing changes.
+        (non_blocking is accepted for PyTorch's signature; copies between devices are synchronous.)"""
         for arg in args:
             if isinstance(arg, (Device, str)):
                 device = arg
@@ -179,13 +187,16 @@ class Tensor:
                                    f"shape {self.shape}: pass backward(gradient) with that shape")
             grad = dispatch(self.device).ones(self.data.shape, self.data.dtype)
         else:
-            gradient = gradient if isinstance(gradient, Tensor) else Tensor(gradient, dtype=self.dtype)
+            gradient = gradient if isinstance(gradient, Tensor) else Tensor(gradient, dtype=self.dtype, device=self.device)
             if gradient.shape != self.shape:
                 raise ValueError(f"backward(gradient): gradient has shape {gradient.shape} but the tensor has "
                                  f"shape {self.shape}")
             if gradient.dtype is not self.dtype:
                 raise TypeError(f"backward(gradient): gradient has dtype {gradient.dtype} but the tensor has "
                                 f"dtype {self.dtype}")
+            if gradient.device != self.device:
+                raise RuntimeError(f"backward(gradient): gradient is on {gradient.device} but the tensor is on "
+                                   f"{self.device}")
             grad = gradient.data
         run_backward(self, grad, retain_graph)
 
@@ -265,7 +276,8 @@ class Tensor:
         return self._write(lambda: self.masked_fill(mask, value))
 
     def copy_(self, src) -> "Tensor":
-        return self._write(lambda: as_tensor_like(src, self).to(self.dtype))
+        """Write src's values (broadcast, converted to this dtype, copied from another device) into self."""
+        return self._write(lambda: as_tensor_like(src, self).to(self.dtype).to(self.device))
 
     def fill_(self, value) -> "Tensor":
         return self._write(lambda: as_tensor_like(value, self))

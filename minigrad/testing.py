@@ -26,7 +26,7 @@ def _outputs(result) -> list[Tensor]:
 
 
 def _projection(outputs, cotangents) -> float:
-    return float(sum(np.sum(o.detach().numpy().astype(np.float64) * v) for o, v in zip(outputs, cotangents)))
+    return float(sum(np.sum(o.detach().cpu().numpy().astype(np.float64) * v) for o, v in zip(outputs, cotangents)))
 
 
 def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1e-4, seed: int = 0) -> bool:
@@ -53,12 +53,12 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 
         x.grad = None
     differentiable = [(o, v) for o, v in zip(outputs, cotangents) if o.requires_grad]
     for i, (o, v) in enumerate(differentiable):
-        o.backward(Tensor(v, dtype=o.dtype), retain_graph=i < len(differentiable) - 1)
+        o.backward(Tensor(v, dtype=o.dtype, device=o.device), retain_graph=i < len(differentiable) - 1)
 
     worst = None  # (excess over tolerance, input number, element index, analytic, numeric)
     with no_grad():
         for number, x in enumerate(checked):
-            analytic = np.zeros(x.shape) if x.grad is None else x.grad.numpy()
+            analytic = np.zeros(x.shape) if x.grad is None else x.grad.cpu().numpy()
             values = x.data  # perturbed in place, restored after each element
             for index in np.ndindex(*x.shape):
                 original = values[index]

@@ -8,11 +8,13 @@ minigrad.backend.cuda runs in CI without a GPU (tests/test_cuda_backend_emulated
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import shutil
 import subprocess
+import types
 import weakref
 from pathlib import Path
 
@@ -221,6 +223,106 @@ def memory_span(a: np.ndarray) -> np.ndarray:
 builtins_sum = sum
 
 
+class DeviceArray(np.ndarray):
+    """NumPy memory standing for GPU memory, as strict as CuPy about mixing: a ufunc or NumPy function that
+    gets a device array together with a host array (a plain numpy.ndarray, 0-d included) raises TypeError,
+    as CuPy does, so code that creates a NumPy array from a shape and combines it with CuPy arrays fails in
+    CI too. Only the outermost call is checked: inside it NumPy's own implementation runs (where CuPy would
+    run its own). Results stay device arrays; a full reduction gives a 0-d device array (CuPy's), not a
+    NumPy scalar."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        with _outermost(f"numpy.{ufunc.__name__}.{method}", inputs + (out or ())):
+            inputs = tuple(a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in inputs)
+            if out is not None:
+                kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, DeviceArray) else o for o in out)
+            result = getattr(ufunc, method)(*inputs, **kwargs)
+        return out[0] if out is not None and len(out) == 1 else to_device_arrays(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        with _outermost(f"numpy.{func.__name__}", _flatten(args) + _flatten(list(kwargs.values()))):
+            result = super().__array_function__(func, types, args, kwargs)
+        return to_device_arrays(result)
+
+
+_calls = [0]  # the depth of DeviceArray calls under way
+
+
+@contextlib.contextmanager
+def _outermost(what, items):
+    if _calls[0] == 0:
+        host = [a for a in items if type(a) is np.ndarray]
+        if host:
+            raise TypeError(f"{what}: a host (NumPy) array of shape {host[0].shape} mixed with device arrays; CuPy "
+                            f"refuses this (create arrays with the module of the inputs: numpy_ref._xp)")
+    _calls[0] += 1
+    try:
+        yield
+    finally:
+        _calls[0] -= 1
+
+
+def _flatten(items) -> tuple:
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out.extend(_flatten(item))
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _refuse_host_arrays(what, items):
+    host = [a for a in items if type(a) is np.ndarray and a.ndim > 0]
+    if host:
+        raise TypeError(f"{what}: a host (NumPy) array of shape {host[0].shape} mixed with device arrays: CuPy "
+                        f"refuses this (create arrays with the inputs' module, numpy_ref._xp)")
+
+
+def to_device_arrays(result):
+    if isinstance(result, tuple):
+        return tuple(to_device_arrays(r) for r in result)
+    if isinstance(result, list):
+        return [to_device_arrays(r) for r in result]
+    if type(result) is np.ndarray:
+        return result.view(DeviceArray)
+    if isinstance(result, np.generic):
+        return np.asarray(result).view(DeviceArray)
+    return result
+
+
+class DeviceModule:
+    """The emulated runtime's `xp`: numpy's functions, returning device arrays (what `cupy` is to CuPy)."""
+
+    def __getattr__(self, name):
+        value = getattr(np, name)
+        if name == "random":
+            return _DeviceRandom()
+        if callable(value) and not isinstance(value, type):
+            return lambda *args, **kwargs: to_device_arrays(value(*args, **kwargs))
+        return value
+
+    # cupy.lib.stride_tricks.as_strided(x, shape=None, strides=None): CuPy's signature (no `writeable`)
+    lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
+        as_strided=lambda x, shape=None, strides=None: to_device_arrays(
+            np.lib.stride_tricks.as_strided(x.view(np.ndarray), shape, strides))))
+
+
+class _DeviceRandom:
+    @staticmethod
+    def default_rng(seed):
+        return _DeviceGenerator(np.random.default_rng(seed))
+
+
+class _DeviceGenerator:
+    def __init__(self, gen):
+        self._gen = gen
+
+    def __getattr__(self, name):
+        method = getattr(self._gen, name)
+        return lambda *args, **kwargs: to_device_arrays(method(*args, **kwargs))
+
+
 class EmulatedRuntime:
     """minigrad.backend.cuda's runtime (see cuda_runtime.py) on the CPU emulator: NumPy arrays stand for device
     memory and every launch runs the kernel in the emulator (Emu.launch: two thread orders, guard bytes,
@@ -238,15 +340,16 @@ class EmulatedRuntime:
 
     def __init__(self, emu: Emu):
         self.emu = emu
-        self.xp = np
+        self.xp = DeviceModule()
         self.launched: list[str] = []
 
     def launch(self, family, name, grid, block, args, shared_mem=0):
         assert (KERNELS / f"{family}.cu").is_file(), f"no kernels/{family}.cu for kernel {name}"
         self.launched.append(name)
         staged, call = [], []
-        for a in args:
+        for k, a in enumerate(args):
             if isinstance(a, np.ndarray):
+                assert isinstance(a, DeviceArray), f"{name} argument {k}: a host array passed to a kernel"
                 span = memory_span(a)
                 guarded = self.emu.array(span, misalign=span.ctypes.data)  # as misaligned as a view on a GPU
                 staged.append((span, guarded))
@@ -259,10 +362,11 @@ class EmulatedRuntime:
                 span[...] = guarded
 
     def to_host(self, x):
-        return np.array(x)
+        assert isinstance(x, DeviceArray), f"to_host of a {type(x).__name__}, not a device array"
+        return np.array(x.view(np.ndarray))
 
     def from_host(self, a):
-        return np.array(a)
+        return np.array(a).view(DeviceArray)
 
     def synchronize(self):
         pass

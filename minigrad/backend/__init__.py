@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import threading
 import warnings
 from types import ModuleType
 
@@ -171,27 +172,37 @@ if importlib.util.find_spec("numba") is not None:  # the Numba kernels, with the
 _cuda_error: str | None = None  # why there is no CUDA backend, once a load was tried and failed
 
 
+_cuda_lock = threading.Lock()  # one load at a time, when threads reach 'cuda' first together
+
+
 def register_cuda(runtime) -> None:
     """Run the 'cuda' device on `runtime` (cuda_runtime.py's interface): the CUDA backend's kernels, with
-    numpy_ref on the device arrays for every other primitive."""
+    numpy_ref on the device arrays for every other primitive. Both enter the registry in one assignment,
+    so no dispatch table is ever built from half of them."""
     from minigrad.backend import cuda
 
     cuda.use_runtime(runtime)
-    register("cuda", "cuda", cuda, priority=10)
-    register("numpy", "cuda", numpy_ref, priority=0)
+    _registry["cuda"] = [(10, "cuda", cuda), (0, "numpy", numpy_ref)]
+    _tables.clear()
 
 
 def _load_cuda() -> None:
     global _cuda_error
-    if _cuda_error is not None:
-        return
-    from minigrad.backend import cuda_runtime
+    with _cuda_lock:
+        if _cuda_error is not None or "cuda" in _registry:
+            return
+        from minigrad.backend import cuda_runtime
 
-    cupy, why = cuda_runtime.probe()
-    if cupy is None:
-        _cuda_error = why
-        return
-    register_cuda(cuda_runtime.CupyRuntime(cupy))
+        cupy, why = cuda_runtime.probe()
+        if cupy is None:
+            _cuda_error = why
+            return
+        try:
+            runtime = cuda_runtime.CupyRuntime(cupy)
+        except Exception as e:  # a device that CuPy lists but cannot open, kernels not found, ...
+            _cuda_error = f"CuPy sees a GPU but cannot use it ({type(e).__name__}: {e})"
+            return
+        register_cuda(runtime)
 
 
 def cuda_runtime_error() -> str | None:

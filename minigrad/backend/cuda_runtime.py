@@ -24,6 +24,7 @@ binary on disk (~/.cupy/kernel_cache), so later processes load it without compil
 from __future__ import annotations
 
 import importlib.resources
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,18 @@ def probe():
         return None, f"CuPy cannot query the CUDA driver ({type(e).__name__}: {e})"
 
 
+def kernels_dir() -> str:
+    """The directory of the .cu sources: the package minigrad.kernels of an installed minigrad (setup.py maps
+    kernels/ there), or kernels/ next to the minigrad/ of a source tree used without installing."""
+    try:
+        found = Path(str(importlib.resources.files("minigrad.kernels")))
+    except ModuleNotFoundError:
+        found = Path(__file__).resolve().parents[2] / "kernels"
+    if not (found / "common.cuh").is_file():
+        raise FileNotFoundError(f"minigrad's CUDA sources are not in {found} (reinstall minigrad)")
+    return str(found)
+
+
 class CupyRuntime:
     """The runtime on a real GPU: CuPy arrays, kernels as CuPy RawModule functions."""
 
@@ -50,7 +63,7 @@ class CupyRuntime:
 
     def __init__(self, cupy):
         self.xp = cupy
-        self._kernels_dir = str(importlib.resources.files("minigrad.kernels"))
+        self._kernels_dir = kernels_dir()
         self._modules = {}    # family -> cupy.RawModule
         self._functions = {}  # (family, name) -> cupy.RawKernel
         device = cupy.cuda.Device()
@@ -64,7 +77,7 @@ class CupyRuntime:
         if fn is None:
             module = self._modules.get(family)
             if module is None:
-                source = importlib.resources.files("minigrad.kernels").joinpath(f"{family}.cu").read_text()
+                source = (Path(self._kernels_dir) / f"{family}.cu").read_text()
                 module = self.xp.RawModule(code=source, options=("--include-path=" + self._kernels_dir,))
                 self._modules[family] = module
             fn = self._functions[(family, name)] = module.get_function(name)

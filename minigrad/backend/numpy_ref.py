@@ -8,7 +8,8 @@ It also runs on CuPy arrays: the CUDA backend falls back to it for the primitive
 of their own. NumPy hands a call such as `np.exp(a)` or `np.sum(a)` on a CuPy array to CuPy (its
 `__array_ufunc__` / `__array_function__` protocols), so the code reads as plain NumPy; the one thing
 to spell out is where a function creates an array from a shape (`np.zeros(shape)` has no array
-argument to dispatch on): those name the array module of their inputs, `_xp(a)`.
+argument to dispatch on), or converts an array (np.ascontiguousarray, np.asarray: NumPy does not
+dispatch those on their argument): those name the array module of their inputs, `_xp(a)`.
 
 16-bit floats (float16, bfloat16) follow the contract of base.PRIMITIVES: a primitive marked
 `@in_float32` computes in float32 and rounds each output once to the input's dtype; the unmarked ones
@@ -165,7 +166,7 @@ def relu(x):
 
 def relu_backward(dout, out):
     # the subgradient 0 at x == 0; a nan (out is nan) passes the gradient, as in PyTorch
-    return np.where(out <= 0, np.zeros((), dout.dtype), dout)
+    return np.where(out <= 0, dout.dtype.type(0), dout)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -303,7 +304,7 @@ def broadcast_to(x, shape):
 
 
 def contiguous(x):
-    return np.asarray(x, order="C")  # not np.ascontiguousarray, which turns a 0-d array into shape (1,)
+    return _xp(x).asarray(x, order="C")  # not ascontiguousarray, which turns a 0-d array into shape (1,)
 
 
 def getitem(x, index):
@@ -324,8 +325,8 @@ def index_add_(out, index, values):
 
 def _has_index_array(index) -> bool:
     """Whether a normalized index holds an integer array (NumPy's "advanced" indexing)."""
-    return isinstance(index, np.ndarray) or (isinstance(index, tuple) and
-                                             [i for i in index if isinstance(i, np.ndarray)] != [])
+    items = index if isinstance(index, tuple) else (index,)
+    return [i for i in items if hasattr(i, "dtype")] != []  # (a NumPy or a CuPy array; `any` is a primitive here)
 
 
 def setitem_(x, index, values):
@@ -355,7 +356,8 @@ def take_along_axis(x, index, axis):
 def scatter_add_along_axis(shape, index, values, axis, dtype):
     out = _xp(values).zeros(shape, dtype=dtype)
     # Build a full index tuple: `index` along `axis`, the broadcast position along every other axis.
-    grids = list(_xp(index).indices(index.shape, sparse=True))
+    xp, ndim = _xp(index), index.ndim
+    grids = [xp.arange(n).reshape((1,) * d + (n,) + (1,) * (ndim - d - 1)) for d, n in enumerate(index.shape)]
     grids[axis] = index
     np.add.at(out, tuple(grids), values)
     return out
@@ -651,8 +653,10 @@ def _windows(xp, kernel, stride, dilation):
     n, c, hp, wp = xp.shape
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     sn, sc, sy, sx = xp.strides
-    return _xp(xp).lib.stride_tricks.as_strided(xp, (n, c, kh, kw, ho, wo),
-                                                (sn, sc, sy * dh, sx * dw, sy * sh, sx * sw), writeable=False)
+    shape, strides = (n, c, kh, kw, ho, wo), (sn, sc, sy * dh, sx * dw, sy * sh, sx * sw)
+    if _xp(xp) is not np:  # (CuPy's as_strided has no `writeable`)
+        return _xp(xp).lib.stride_tricks.as_strided(xp, shape, strides)
+    return np.lib.stride_tricks.as_strided(xp, shape, strides, writeable=False)
 
 
 def _col2im(cols, padded_shape, stride, dilation):
@@ -680,7 +684,7 @@ def _im2col(x, kernel, stride, padding, dilation, groups):
     win = _windows(_pad_hw(x, padding), kernel, stride, dilation)  # (N, C, kh, kw, Ho, Wo)
     n, c, kh, kw, ho, wo = win.shape
     win = win.reshape(n, groups, c // groups, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6)
-    return np.ascontiguousarray(win).reshape(groups, -1, n * ho * wo), (ho, wo)
+    return _xp(win).ascontiguousarray(win).reshape(groups, -1, n * ho * wo), (ho, wo)
 
 
 @in_float32
@@ -689,7 +693,7 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, bias=None):
     o = weight.shape[0]
     cols, (ho, wo) = _im2col(x, weight.shape[2:], stride, padding, dilation, groups)
     out = np.matmul(weight.reshape(groups, o // groups, -1), cols)
-    out = np.ascontiguousarray(out.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
+    out = _xp(out).ascontiguousarray(out.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
     if bias is not None:
         out += bias.reshape(-1, 1, 1)
     return out
@@ -711,7 +715,7 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
         dcols = dcols.reshape(c, kh, kw, n, *dout.shape[2:]).transpose(3, 0, 1, 2, 4, 5)  # window layout (a view)
         (top, bottom), (left, right) = padding
         dxp = _col2im(dcols, (n, c, top + h + bottom, left + w + right), stride, dilation)
-        dx = np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+        dx = _xp(dxp).ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
     return dx, dweight
 
 
@@ -792,7 +796,7 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, c
     grad = dout / _avg_pool_divisor((h, w), kernel, stride, padding, (ho, wo), count_include_pad, dout)
     cols = np.broadcast_to(grad[:, :, None, None], (n, c, *kernel, ho, wo))
     dxp = _col2im(cols, (n, c, top + h + bottom, left + w + right), stride, (1, 1))
-    return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+    return _xp(dxp).ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
 
 
 # ---- recurrent cells (the gate math of one LSTM / GRU step; the recurrent matmul is a separate call) ------

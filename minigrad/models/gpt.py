@@ -260,7 +260,7 @@ def sample(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -
     uniform, is distributed as softmax(z), so sampling needs only a uniform draw and an argmax."""
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = -logits.detach().numpy()  # the k-th largest logit of each row, on the host (a (B, V) array)
+        kth = -logits.detach().cpu().numpy()  # the k-th largest logit of each row, on the host (a (B, V) array)
         kth.partition(top_k - 1, axis=-1)
         threshold = creation.tensor(-kth[:, top_k - 1:top_k], dtype=logits.dtype, device=logits.device)  # (B, 1)
         logits = logits.masked_fill(logits < threshold, -math.inf)

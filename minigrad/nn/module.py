@@ -232,7 +232,7 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            array = value.detach().numpy() if isinstance(value, Tensor) else np.asarray(value)
+            array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
             if tuple(array.shape) != target.shape:
                 mismatched.append(f"{key}: checkpoint {tuple(array.shape)} vs model {target.shape}")
             values[key] = array

@@ -27,8 +27,13 @@ def binary_operands(a, b, op: str, floating: bool = False) -> tuple[Tensor, Tens
         raise TypeError(f"{op} needs at least one Tensor, got {type(a).__name__} and {type(b).__name__}")
     a = as_tensor_like(a, b)
     b = as_tensor_like(b, a)
-    if a.device != b.device:
-        raise RuntimeError(f"{op}: expected both tensors on the same device, got {a.device} and {b.device}")
+    if a.device != b.device:  # a 0-d CPU tensor counts as a scalar, as in PyTorch: it joins the other's device
+        if a.ndim == 0 and a.device == "cpu":
+            a = a.to(b.device)
+        elif b.ndim == 0 and b.device == "cpu":
+            b = b.to(a.device)
+        else:
+            raise RuntimeError(f"{op}: expected both tensors on the same device, got {a.device} and {b.device}")
     broadcast_shapes(a.shape, b.shape)  # raises a ValueError naming both shapes
     dtype = dtypes.promote_types(a.dtype, b.dtype)
     if floating and not dtype.is_floating_point:
