@@ -702,3 +702,30 @@ def test_the_gpt_example_trains_and_samples_on_cuda(cuda_runtime, tmp_path, caps
     info = run_info(tmp_path / "run")
     assert info["settings"]["device"] == "cuda" and len(info["history"]["loss"]) == 3
     assert np.all(np.isfinite(info["history"]["loss"]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_scans_run_the_cells_and_the_gemm(cuda_runtime, cell, dtype):
+    """A whole layer over a sequence (both directions): numpy_ref's loop around rnn.cu's cells and gemm.cu."""
+    rt = cuda_runtime
+    steps, batch, hidden, gates = 4, 3, 5, 4 if cell == "lstm" else 3
+    gx, h0 = rand((steps, batch, gates * hidden), dtype, 1, 3.0), rand((batch, hidden), dtype, 2)
+    w_hh, bias = rand((gates * hidden, hidden), dtype, 3), rand(gates * hidden, dtype, 4)
+    for reverse in (False, True):
+        if cell == "lstm":
+            c0 = rand((batch, hidden), dtype, 5)
+            args = (gx, bias, h0, c0, w_hh, reverse)
+        else:
+            args = (gx, bias, h0, w_hh, rand(gates * hidden, dtype, 6), reverse)
+        dev = [device(rt, a) if isinstance(a, np.ndarray) else a for a in args]
+        out, cache = getattr(cuda, f"{cell}_scan_forward")(*dev)
+        ref_out, ref_cache = getattr(numpy_ref, f"{cell}_scan_forward")(*args)
+        assert_matches(host(rt, out), ref_out, dtype, n=hidden * steps, scale=np.abs(ref_out) + 1)
+        grad = rand(ref_out.shape, dtype, 7)
+        back = (grad, ref_cache, ref_out, h0) + ((c0,) if cell == "lstm" else ()) + (w_hh, reverse)
+        got = getattr(cuda, f"{cell}_scan_backward")(*[device(rt, a) if isinstance(a, np.ndarray) else a for a in back])
+        ref = getattr(numpy_ref, f"{cell}_scan_backward")(*back)
+        for g, r in zip(got, ref):
+            assert_matches(host(rt, g), r, dtype, n=hidden * steps * batch, scale=np.abs(r) + 10)
+    check_launched(rt, f"{cell}_cell_forward_", f"{cell}_cell_backward_", "gemm_")

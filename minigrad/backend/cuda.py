@@ -772,7 +772,8 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
     return dx, dweight
 
 
-# ---- rnn.cu: the gate math of one LSTM / GRU step; the sequence loops are numpy_ref's around these cells -----
+# ---- rnn.cu: the gate math of one LSTM / GRU step; the sequence loops are numpy_ref's around these cells and
+# gemm.cu (the recurrent products h W_hh^T, and their gradients) --------------------------------------------
 
 
 def _cell_launch(name, outputs, inputs, batch, hidden):
@@ -829,16 +830,20 @@ def gru_cell_backward(dh_new, cache, h):
 
 
 def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse):
-    return numpy_ref.lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward)
+    return numpy_ref.lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward,
+                                       matmul=matmul)
 
 
 def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse):
-    return numpy_ref.lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward)
+    return numpy_ref.lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward,
+                                       matmul=matmul)
 
 
 def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse):
-    return numpy_ref.gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward)
+    return numpy_ref.gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward,
+                                       matmul=matmul)
 
 
 def gru_scan_backward(grad, cache, out, h0, w_hh, reverse):
-    return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward)
+    return numpy_ref.gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward,
+                                       matmul=matmul)

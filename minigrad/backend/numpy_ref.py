@@ -853,8 +853,8 @@ def gru_cell_backward(dh_new, cache, h):
 # The LSTM cache holds, per step, the cell's cache (i, f, g, o, tanh(c')) and c' (T, B, 6H); the GRU cache
 # is the cell's (T, B, 4H). Backward sums dW_hh over all steps in one matmul and returns the bias
 # gradients (column sums of the gate gradients), so the bias add of the input projection can live here.
-# The cell functions are parameters (defaulting to the ones above) so that numba_rnn runs this same loop
-# around its fused cells.
+# The cell functions and the matmul are parameters (defaulting to the cells above and NumPy's) so that
+# numba_rnn and the CUDA backend run this same loop around their own kernels.
 
 
 def _scan_order(steps, reverse):
@@ -875,21 +875,21 @@ def _rows(a):
 
 
 @in_float32
-def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward):
+def lstm_scan_forward(gates_x, bias, h0, c0, w_hh, reverse, cell_forward=lstm_cell_forward, matmul=np.matmul):
     steps, (batch, hidden) = gates_x.shape[0], h0.shape
     xp = _xp(h0)
     out, cache = xp.empty((steps + 1, batch, hidden), h0.dtype), xp.empty((steps, batch, 6 * hidden), h0.dtype)
     h, c = h0, c0
     for t in _scan_order(steps, reverse):
         gx = gates_x[t] if bias is None else gates_x[t] + bias
-        (h, c), cache[t, :, :5 * hidden] = cell_forward(gx, h @ w_hh.T, c)
+        (h, c), cache[t, :, :5 * hidden] = cell_forward(gx, matmul(h, w_hh.T), c)
         out[t], cache[t, :, 5 * hidden:] = h, c
     out[steps] = c
     return out, cache
 
 
 @in_float32
-def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward):
+def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=lstm_cell_backward, matmul=np.matmul):
     steps, hidden = cache.shape[0], h0.shape[1]
     order = list(_scan_order(steps, reverse))
     dgates = _xp(h0).empty((steps, h0.shape[0], 4 * hidden), h0.dtype)
@@ -898,26 +898,26 @@ def lstm_scan_backward(grad, cache, out, h0, c0, w_hh, reverse, cell_backward=ls
         t = order[k]
         c = c0 if k == 0 else cache[order[k - 1], :, 5 * hidden:]
         dgates[t], dc = cell_backward(grad[t] + dh, dc, cache[t, :, :5 * hidden], c)
-        dh = dgates[t] @ w_hh  # the gradient reaching the h that entered the step
-    dw_hh = _rows(dgates).T @ _rows(_entering(h0, out, order))
+        dh = matmul(dgates[t], w_hh)  # the gradient reaching the h that entered the step
+    dw_hh = matmul(_rows(dgates).T, _rows(_entering(h0, out, order)))
     return dgates, dh, dc, dw_hh, _rows(dgates).sum(0)
 
 
 @in_float32
-def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward):
+def gru_scan_forward(gates_x, bias, h0, w_hh, b_hh, reverse, cell_forward=gru_cell_forward, matmul=np.matmul):
     steps, (batch, hidden) = gates_x.shape[0], h0.shape
     xp = _xp(h0)
     out, cache = xp.empty((steps, batch, hidden), h0.dtype), xp.empty((steps, batch, 4 * hidden), h0.dtype)
     h = h0
     for t in _scan_order(steps, reverse):
         gx = gates_x[t] if bias is None else gates_x[t] + bias
-        h, cache[t] = cell_forward(gx, h @ w_hh.T + b_hh, h)
+        h, cache[t] = cell_forward(gx, matmul(h, w_hh.T) + b_hh, h)
         out[t] = h
     return out, cache
 
 
 @in_float32
-def gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward):
+def gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cell_backward, matmul=np.matmul):
     steps, hidden = cache.shape[0], h0.shape[1]
     order = list(_scan_order(steps, reverse))
     dgates_x, dgates_h = (_xp(h0).empty((steps, h0.shape[0], 3 * hidden), h0.dtype) for _ in range(2))
@@ -926,6 +926,6 @@ def gru_scan_backward(grad, cache, out, h0, w_hh, reverse, cell_backward=gru_cel
         t = order[k]
         h = h0 if k == 0 else out[order[k - 1]]
         dgates_x[t], dgates_h[t], dh_direct = cell_backward(grad[t] + dh, cache[t], h)
-        dh = dh_direct + dgates_h[t] @ w_hh  # h enters h' directly and through gates_h
-    dw_hh = _rows(dgates_h).T @ _rows(_entering(h0, out, order))
+        dh = dh_direct + matmul(dgates_h[t], w_hh)  # h enters h' directly and through gates_h
+    dw_hh = matmul(_rows(dgates_h).T, _rows(_entering(h0, out, order)))
     return dgates_x, dh, dw_hh, _rows(dgates_h).sum(0), _rows(dgates_x).sum(0)
