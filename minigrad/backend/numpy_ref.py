@@ -43,14 +43,23 @@ def in_float32(fn=None, *, keep_float32=()):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        half = next((a.dtype for a in (*args, *kwargs.values()) if _is_half(a)), None)
-        if half is None:
+        half = _half_dtype(args) or (_half_dtype(kwargs.values()) if kwargs else None)
+        if half is None:  # (the common case, kept cheap: this runs on every float32 call too)
             return fn(*args, **kwargs)
         out = fn(*map(_widen, args), **{k: _widen(v) for k, v in kwargs.items()})
         if isinstance(out, tuple):
             return tuple(o if i in keep_float32 else _round(o, half) for i, o in enumerate(out))
         return _round(out, half)
     return wrapper
+
+
+def _half_dtype(values):
+    """The 16-bit dtype of the first float16 / bfloat16 array among `values`, or None."""
+    for a in values:
+        dtype = getattr(a, "dtype", None)
+        if dtype is not None and dtype in HALF_NP_DTYPES:
+            return dtype
+    return None
 
 
 def _is_half(a) -> bool:  # (a NumPy or a CuPy array)
