@@ -243,7 +243,8 @@ class Tensor:
                 f"op, or wrap parameter updates in `with minigrad.no_grad():`")
         with no_grad():
             result = compute()
-        if dtypes.promote_types(result.dtype, self.dtype) is not self.dtype:
+        if dtypes.promote_types(result.dtype, self.dtype) is not self.dtype and not \
+                (result.dtype.is_floating_point and self.dtype.is_floating_point):  # (float into float: as torch)
             raise TypeError(f"in-place result of dtype {result.dtype} can't be cast to the tensor's dtype {self.dtype}")
         if _ops.broadcast_shapes(self.shape, result.shape) != self.shape:
             raise ValueError(f"in-place result of shape {result.shape} doesn't match the tensor's shape {self.shape}")
@@ -299,7 +300,10 @@ class Tensor:
 
     # ---- Python protocol ------------------------------------------------------------------------
     def __repr__(self) -> str:
-        values = np.array2string(dispatch(self.device).to_host(self.data), separator=", ", precision=4,
+        host = dispatch(self.device).to_host(self.data)
+        if host.dtype in dtypes.HALF_NP_DTYPES:  # (NumPy prints bfloat16 1.0 as "1")
+            host = host.astype(np.float32)
+        values = np.array2string(host, separator=", ", precision=4,
                                  prefix="tensor(", threshold=1000, edgeitems=3)
         extras = []
         if self.device.type != "cpu":

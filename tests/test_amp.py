@@ -305,3 +305,72 @@ def test_disabled_scaler_passes_through_and_cuda_without_a_backend_disables_itse
 def test_grad_scaler_rejects_bad_factors(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         GradScaler("cpu", **kwargs)
+
+
+# ---- found in review: 16-bit reductions, the default scale, sum under autocast, threads, in-place, printing ----
+
+
+@pytest.mark.parametrize("dtype", [mg.float16, mg.bfloat16], ids=["float16", "bfloat16"])
+def test_mean_var_std_of_16_bit_tensors_do_not_overflow_and_round_once(dtype):
+    """1000 values near 100: their sum (1e5) is past float16's 65504, the mean is not; computed in float32 and
+    rounded once, as torch."""
+    values = np.random.default_rng(0).normal(100, 1, (4, 1000)).astype(np.float32)
+    x, t = mg.tensor(values).to(dtype), torch.tensor(values).to(torch_dtype(dtype))
+    for name in ("mean", "var", "std"):
+        got, want = getattr(x, name)(1), getattr(t, name)(1)
+        assert got.dtype is dtype and np.all(np.isfinite(got.float().numpy()))
+        np.testing.assert_array_equal(got.float().numpy(), want.float().numpy(), err_msg=name)
+
+
+def test_grad_scaler_scales_a_float16_loss_at_the_default_scale():
+    """The default scale 2**16 is past float16's range: the product must be formed in float32 (32768 for 0.5)."""
+    loss = mg.tensor([0.5, 1e-3]).half()
+    got = GradScaler("cpu").scale(loss)
+    want = torch.amp.GradScaler("cpu").scale(torch.tensor([0.5, 1e-3]).half())
+    assert got.dtype is mg.float16
+    np.testing.assert_array_equal(got.float().numpy(), want.float().numpy())
+
+
+def test_sum_under_autocast_is_float32_and_mean_keeps_its_dtype():
+    x = mg.ones(300).half()
+    with autocast("cpu", dtype=mg.float16):
+        assert x.sum().dtype is mg.float32 and x.sum().item() == 300.0
+        assert x.mean().dtype is mg.float16
+    assert x.sum().dtype is mg.float16  # outside autocast: the input's dtype (accumulated in float32)
+
+
+def test_autocast_as_a_decorator_from_two_threads():
+    import threading
+    started, results = threading.Barrier(2), []
+
+    @autocast("cpu", dtype=mg.bfloat16)
+    def work(delay):
+        started.wait()
+        out = mg.ones(2, 2) @ mg.ones(2, 2)
+        threading.Event().wait(delay)
+        results.append(out.dtype)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in (0.05, 0.0)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results == [mg.bfloat16, mg.bfloat16]
+
+
+def test_in_place_float32_into_a_16_bit_tensor_and_printing():
+    o = mg.ones(2).bfloat16()
+    o.add_(mg.tensor([0.5, 1.0]))  # float32 into bfloat16, as torch allows
+    assert o.dtype is mg.bfloat16 and o.tolist() == [1.5, 2.0]
+    assert repr(o) == repr(o.float()).replace(")", ", dtype=minigrad.bfloat16)")  # printed as floats
+    with pytest.raises(TypeError, match="int64"):
+        mg.zeros(2, dtype=mg.int64).add_(mg.ones(2))  # a float into an int tensor stays an error
+
+
+def test_unscale_without_gradients_is_allowed_and_step_refuses():
+    w = nn.Parameter(mg.ones(2))
+    opt = mg.optim.SGD([w], lr=0.1)
+    scaler = GradScaler("cpu")
+    scaler.unscale_(opt)  # no gradient yet: nothing to check (torch allows it)
+    with pytest.raises(AssertionError, match="No inf checks"):
+        scaler.step(opt)

@@ -5,7 +5,7 @@ Inside `with autocast(device_type, dtype):`, an op on tensors of that device typ
 
 - LOWER_PRECISION ops (matmul and @, linear, conv1d/conv2d, scaled_dot_product_attention) cast their
   float32 inputs to the autocast dtype, so they run in it and return it;
-- FLOAT32 ops (softmax, log_softmax, logsumexp, layer_norm, batch_norm, the losses, exp, log, pow,
+- FLOAT32 ops (sum, softmax, log_softmax, logsumexp, layer_norm, batch_norm, the losses, exp, log, pow,
   rsqrt) cast their 16-bit inputs to float32, so they compute and return float32;
 - every other op runs in the widest dtype of its inputs (ordinary promotion: a float16 activation
   plus a float32 bias is float32).
@@ -13,7 +13,15 @@ Inside `with autocast(device_type, dtype):`, an op on tensors of that device typ
 float64 inputs and non-floating ones are never cast, as in torch. The casts are `Tensor.to`, hence
 differentiable: gradients reach float32 parameters as float32. The lists follow torch's CUDA lists
 (torch's CPU lists are narrower: it leaves softmax and layer_norm in bfloat16 on the CPU), for the ops
-minigrad has; RNN layers are not cast.
+minigrad has, with two deliberate differences: batch_norm computes in float32 (minigrad's batch norm takes
+one dtype for its input and its float32 parameters) and binary_cross_entropy computes in float32 (torch
+refuses it under CUDA autocast). RNN layers are not cast.
+
+Costs: casts are not cached (torch caches the 16-bit copy of each weight for the duration of an
+autocast block): every op casts its float32 weights again. On the GPU only matmul / linear have
+tensor-core kernels; conv2d and attention under autocast run their float32 kernels on the 16-bit
+values widened back (the same results as torch's up to rounding, without its speed-up). A linear layer
+rounds its product and then its bias add (two roundings, where cuBLAS's epilogue rounds once).
 
 The state is a context variable (like grad mode): a dict from device type to the dtype autocast runs
 there, or None outside any autocast, so an op outside autocast pays one ContextVar.get().
@@ -33,7 +41,7 @@ FLOAT32 = "float32"
 
 OP_POLICIES = {
     **dict.fromkeys(("matmul", "linear", "conv1d", "conv2d", "scaled_dot_product_attention"), LOWER_PRECISION),
-    **dict.fromkeys(("softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm", "cross_entropy",
+    **dict.fromkeys(("sum", "softmax", "log_softmax", "logsumexp", "layer_norm", "batch_norm", "cross_entropy",
                      "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
                      "exp", "log", "pow", "rsqrt"), FLOAT32),
 }
@@ -106,7 +114,7 @@ class autocast:
 
     def __call__(self, func):
         @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with self:
+        def wrapper(*args, **kwargs):  # a fresh context per call: calls may overlap (threads, generators)
+            with autocast(self.device_type, self.fast_dtype, self.enabled):
                 return func(*args, **kwargs)
         return wrapper

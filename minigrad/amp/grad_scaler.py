@@ -15,7 +15,6 @@ once per step: one device-to-host synchronization on a GPU), so the same code ru
 from __future__ import annotations
 
 import enum
-import math
 import warnings
 
 from minigrad import backend, dtypes
@@ -24,6 +23,8 @@ from minigrad.device import Device
 from minigrad.tensor import Tensor
 
 __all__ = ["GradScaler"]
+
+_FLOAT32_MAX = 3.4028234663852886e38  # the scale is a float32: it does not grow past this
 
 
 class _Stage(enum.Enum):
@@ -64,14 +65,17 @@ class GradScaler:
         return self._scale.item() if self._enabled else 1.0
 
     def scale(self, outputs):
-        """outputs * scale: a tensor, or a list / tuple (nested too) of tensors, each multiplied by the scale
-        in its own dtype (a float16 loss stays float16, as in torch)."""
+        """outputs * scale: a tensor, or a list / tuple (nested too) of tensors, each keeping its dtype (a
+        float16 loss stays float16, as in torch); the product is computed in float32 and rounded once (the
+        scale itself, 2**16 by default, is past float16's largest value, 65504)."""
         if not self._enabled:
             return outputs
         if isinstance(outputs, Tensor):
             if outputs.device != self.device:
                 raise ValueError(f"GradScaler.scale: the scaler is for device '{self.device}', the tensor is on "
                                  f"'{outputs.device}'")
+            if outputs.dtype in (dtypes.float16, dtypes.bfloat16):
+                return (outputs.float() * self._scale).to(outputs.dtype)
             return outputs * self._scale.to(outputs.dtype)
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(o) for o in outputs)
@@ -101,12 +105,14 @@ class GradScaler:
                     continue
                 if param.grad.dtype is dtypes.float16:
                     raise ValueError("Attempting to unscale FP16 gradients.")
+                if param.grad.device != self.device:
+                    raise ValueError(f"GradScaler for device '{self.device}': a parameter of shape {param.shape} "
+                                     f"has its gradient on '{param.grad.device}'")
                 count = (~param.grad.isfinite()).sum()
                 nonfinite = count if nonfinite is None else nonfinite + count
                 param.grad.mul_(inv_scale.to(param.grad.dtype))
-        if nonfinite is None:
-            raise AssertionError("No inf checks were recorded for this optimizer.")
-        state.update(stage=_Stage.UNSCALED, found_inf=nonfinite.item() > 0)  # one device-to-host sync per step
+        # one device-to-host sync per step; None: no gradient to check (step() will refuse, as torch's)
+        state.update(stage=_Stage.UNSCALED, found_inf=None if nonfinite is None else nonfinite.item() > 0)
 
     def step(self, optimizer, *args, **kwargs):
         """Unscale the gradients (unless unscale_ was called), then `optimizer.step(*args, **kwargs)` if
@@ -120,6 +126,8 @@ class GradScaler:
             raise RuntimeError("step() has already been called since the last update().")
         if state["stage"] is _Stage.READY:
             self.unscale_(optimizer)
+        if state["found_inf"] is None:
+            raise AssertionError("No inf checks were recorded for this optimizer.")
         result = None if state["found_inf"] else optimizer.step(*args, **kwargs)
         state["stage"] = _Stage.STEPPED
         return result
@@ -141,9 +149,8 @@ class GradScaler:
                 self._scale = self._scale * self._backoff_factor
                 self._growth_tracker = 0
             elif self._growth_tracker + 1 == self._growth_interval:
-                grown = self._scale * self._growth_factor
-                if math.isfinite(grown.item()):
-                    self._scale = grown
+                if self._scale.item() * self._growth_factor <= _FLOAT32_MAX:  # (checked before multiplying)
+                    self._scale = self._scale * self._growth_factor
                 self._growth_tracker = 0
             else:
                 self._growth_tracker += 1

@@ -116,10 +116,19 @@ def _require_float(x: Tensor, op: str) -> None:
 
 
 def sum(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    """Sum over `dim` (None: all dims; int or tuple). Bool tensors sum to int64."""
+    """Sum over `dim` (None: all dims; int or tuple). Bool tensors sum to int64. Under autocast a 16-bit
+    tensor sums to float32 (torch's autocast does the same)."""
+    (x,) = autocast_inputs("sum", x)
+    return _sum(x, dim, keepdim)
+
+
+def _sum(x: Tensor, dim, keepdim: bool) -> Tensor:
     if x.dtype is dtypes.bool_:
         x = x.to(dtypes.int64)
     return Sum.apply(x, axes=_reduction_axes(x, dim), keepdim=keepdim)
+
+
+_HALF = (dtypes.float16, dtypes.bfloat16)
 
 
 def _count(x: Tensor, axes) -> int:
@@ -127,10 +136,13 @@ def _count(x: Tensor, axes) -> int:
 
 
 def mean(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    """Mean over `dim`; the mean of zero elements is nan, as in PyTorch."""
+    """Mean over `dim`; the mean of zero elements is nan, as in PyTorch. A 16-bit tensor's mean is
+    computed in float32 and rounded once (a 16-bit sum would overflow float16 past 65504)."""
     _require_float(x, "mean")
+    if x.dtype in _HALF:
+        return mean(x.float(), dim, keepdim).to(x.dtype)
     n = _count(x, _reduction_axes(x, dim))
-    return sum(x, dim, keepdim) * (1.0 / n if n else math.nan)
+    return _sum(x, dim, keepdim) * (1.0 / n if n else math.nan)
 
 
 def var(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiased=None) -> Tensor:
@@ -139,15 +151,19 @@ def var(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiase
     _require_float(x, "var")
     if unbiased is not None:
         correction = int(bool(unbiased))
+    if x.dtype in _HALF:  # in float32, rounded once, as mean
+        return var(x.float(), dim, correction, keepdim).to(x.dtype)
     n = _count(x, _reduction_axes(x, dim))
     centered = x - mean(x, dim, keepdim=True)
     dof = n - correction
-    return sum(centered * centered, dim, keepdim) * (1.0 / dof if dof > 0 else math.nan)
+    return _sum(centered * centered, dim, keepdim) * (1.0 / dof if dof > 0 else math.nan)
 
 
 def std(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiased=None) -> Tensor:
     """Standard deviation: sqrt(var). Where the std is 0 (a constant slice) its gradient is 0, as in
     PyTorch, not the inf * 0 = nan of a plain sqrt: the sqrt there reads 1 instead, and is not selected."""
+    if x.dtype in _HALF:  # in float32, rounded once, as mean
+        return std(x.float(), dim, correction, keepdim, unbiased).to(x.dtype)
     v = var(x, dim, correction, keepdim, unbiased)
     is_zero = v == 0
     return where(is_zero, 0.0, where(is_zero, 1.0, v).sqrt())
