@@ -44,18 +44,20 @@ import numpy as np
 
 @dataclass
 class Settings:
+    sizes: str = "full"  # which of each case's size lists: "full", "quick", or "tiny" (the CI test's)
     repeats: int = 7
     iters: int = 10
     warmup: int = 3
 
 
-FULL, QUICK = Settings(), Settings(repeats=3, iters=3, warmup=1)
+FULL, QUICK = Settings(), Settings("quick", repeats=3, iters=3, warmup=1)
+TINY = Settings("tiny", repeats=1, iters=1, warmup=0)  # tests/test_cuda.py: the code paths, on an emulated GPU
 
 
 @dataclass
 class GpuCase:
     name: str
-    run: callable  # run(env, quick) -> list of result rows
+    run: callable  # run(env) -> list of result rows
     doc: str = field(default="")
 
 
@@ -70,19 +72,27 @@ def gpu_case(name):
 
 
 class Env:
-    """What a run needs: cupy, torch (CUDA), minigrad on 'cuda', a synchronizing timer."""
+    """What a run needs: the array module of minigrad's GPU (`cp`: cupy, the cuBLAS and copy references),
+    torch and the device of its side (`td`: 'cuda'), minigrad on 'cuda', a synchronizing timer. The CI test
+    passes the emulated runtime's module and torch_device='cpu' (tiny sizes: the code paths, not speed)."""
 
-    def __init__(self, settings: Settings):
-        import cupy
+    def __init__(self, settings: Settings, cp=None, torch_device: str = "cuda"):
         import torch
 
         import minigrad as mg
-        self.cp, self.torch, self.mg, self.settings = cupy, torch, mg, settings
+        if cp is None:
+            import cupy as cp
+        self.cp, self.torch, self.mg, self.settings, self.td = cp, torch, mg, settings, torch_device
         torch.backends.cuda.matmul.allow_tf32 = False  # float32 GEMMs stay float32 on both sides
         torch.backends.cudnn.allow_tf32 = False
 
+    def sizes(self, **by_mode):
+        return by_mode[self.settings.sizes]
+
     def sync(self):
-        self.torch.cuda.synchronize()  # (waits for every stream of the device: CuPy's too)
+        self.mg.cuda.synchronize()
+        if self.td == "cuda":
+            self.torch.cuda.synchronize()
 
     def time(self, fn) -> float:
         """Median seconds per call of fn over `repeats` batches of `iters` calls, after warming up."""
@@ -122,9 +132,9 @@ def row(case, size, unit, minigrad_value, refs, error, tol, extra=None):
 # ---- GEMM -------------------------------------------------------------------------------------------------
 
 
-def _gemm(env, quick, fmt):
+def _gemm(env, fmt):
     mg, cp, torch = env.mg, env.cp, env.torch
-    sizes = [1024, 2048] if quick else [1024, 2048, 4096, 8192]
+    sizes = env.sizes(full=[1024, 2048, 4096, 8192], quick=[1024, 2048], tiny=[70])
     rows = []
     for n in sizes:
         rng = np.random.default_rng(n)
@@ -132,7 +142,7 @@ def _gemm(env, quick, fmt):
         mg_dtype, torch_dtype = {"fp32": (mg.float32, torch.float32), "fp16": (mg.float16, torch.float16),
                                  "bf16": (mg.bfloat16, torch.bfloat16)}[fmt]
         ma, mb = mg.tensor(a, device="cuda").to(mg_dtype), mg.tensor(b, device="cuda").to(mg_dtype)
-        ta, tb = (torch.from_numpy(x).cuda().to(torch_dtype) for x in (a, b))
+        ta, tb = (torch.from_numpy(x).to(env.td).to(torch_dtype) for x in (a, b))
         with mg.no_grad():
             got = (ma @ mb).float().cpu().numpy()
         ref = (ta.float() @ tb.float()).cpu().numpy()  # the exact products of the rounded inputs, in float32
@@ -149,90 +159,93 @@ def _gemm(env, quick, fmt):
 
 
 @gpu_case("gemm_fp32")
-def gemm_fp32(env, quick):
+def gemm_fp32(env):
     """float32 GEMM (kernels/gemm.cu) vs cuBLAS and torch, n = 1024 .. 8192."""
-    return _gemm(env, quick, "fp32")
+    return _gemm(env, "fp32")
 
 
 @gpu_case("gemm_fp16")
-def gemm_fp16(env, quick):
+def gemm_fp16(env):
     """float16 GEMM on tensor cores (kernels/gemm_tc.cu) vs cuBLAS and torch."""
-    return _gemm(env, quick, "fp16")
+    return _gemm(env, "fp16")
 
 
 @gpu_case("gemm_bf16")
-def gemm_bf16(env, quick):
+def gemm_bf16(env):
     """bfloat16 GEMM on tensor cores (kernels/gemm_tc.cu) vs torch (cuBLAS); needs ml_dtypes."""
-    return _gemm(env, quick, "bf16")
+    return _gemm(env, "bf16")
 
 
 # ---- memory-bound rows ----------------------------------------------------------------------------------
 
 
-def _rows_case(env, quick, name, shapes, minigrad_fn, torch_fn, bytes_moved):
+def _rows_case(env, name, shapes, minigrad_fn, torch_fn, bytes_moved):
     mg, torch = env.mg, env.torch
     rows = []
     for r, d in shapes:
         x = np.random.default_rng(d).standard_normal((r, d), np.float32) * 3
-        mx, tx = mg.tensor(x, device="cuda"), torch.from_numpy(x).cuda()
+        mx, tx = mg.tensor(x, device="cuda"), torch.from_numpy(x).to(env.td)
         with mg.no_grad(), torch.no_grad():
-            got, ref = minigrad_fn(mg, mx).cpu().numpy(), torch_fn(torch, tx).cpu().numpy()
+            got, ref = minigrad_fn(mg, mx).cpu().numpy(), torch_fn(torch, tx, env.td).cpu().numpy()
             nbytes = bytes_moved(r, d)
             ours = nbytes / env.time(lambda: minigrad_fn(mg, mx)) / 1e9
-            refs = {"torch": nbytes / env.time(lambda: torch_fn(torch, tx)) / 1e9, "copy": env.copy_bandwidth(nbytes)}
+            refs = {"torch": nbytes / env.time(lambda: torch_fn(torch, tx, env.td)) / 1e9,
+                    "copy": env.copy_bandwidth(nbytes)}
         rows.append(row(name, f"{r}x{d}", "GB/s", ours, refs, rel_error(got, ref), 1e-5))
     return rows
 
 
-ROW_SHAPES = {False: [(8192, 256), (4096, 1024), (2048, 4096), (256, 50304)], True: [(4096, 1024)]}
+ROW_SHAPES = dict(full=[(8192, 256), (4096, 1024), (2048, 4096), (256, 50304)], quick=[(4096, 1024)],
+                  tiny=[(5, 33), (3, 1100)])
 
 
 @gpu_case("softmax")
-def softmax(env, quick):
+def softmax(env):
     """softmax over the last dim (kernels/softmax.cu, warp or block per row) vs torch and the copy."""
-    return _rows_case(env, quick, "softmax", ROW_SHAPES[quick], lambda mg, x: x.softmax(-1),
-                      lambda torch, x: torch.softmax(x, -1), lambda r, d: 2 * 4 * r * d)
+    return _rows_case(env, "softmax", env.sizes(**ROW_SHAPES), lambda mg, x: x.softmax(-1),
+                      lambda torch, x, td: torch.softmax(x, -1), lambda r, d: 2 * 4 * r * d)
 
 
 @gpu_case("layernorm")
-def layernorm(env, quick):
+def layernorm(env):
     """LayerNorm forward (kernels/layernorm.cu) vs torch and the copy; weight and bias of ones and zeros."""
     def ours(mg, x):
         d = x.shape[-1]
         return mg.nn.functional.layer_norm(x, (d,), mg.ones(d, device="cuda"), mg.zeros(d, device="cuda"))
 
-    def theirs(torch, x):
+    def theirs(torch, x, td):
         d = x.shape[-1]
-        return torch.nn.functional.layer_norm(x, (d,), torch.ones(d, device="cuda"), torch.zeros(d, device="cuda"))
-    return _rows_case(env, quick, "layernorm", ROW_SHAPES[quick], ours, theirs, lambda r, d: 2 * 4 * r * d)
+        return torch.nn.functional.layer_norm(x, (d,), torch.ones(d, device=td), torch.zeros(d, device=td))
+    return _rows_case(env, "layernorm", env.sizes(**ROW_SHAPES), ours, theirs, lambda r, d: 2 * 4 * r * d)
 
 
 @gpu_case("bias_gelu")
-def bias_gelu(env, quick):
+def bias_gelu(env):
     """gelu(x + bias) fused (kernels/elementwise.cu) vs torch eager (two kernels) and the copy."""
     def ours(mg, x):
         return mg.ops.bias_gelu(x, mg.ones(x.shape[-1], device="cuda"), "tanh")
 
-    def theirs(torch, x):
-        return torch.nn.functional.gelu(x + torch.ones(x.shape[-1], device="cuda"), approximate="tanh")
-    return _rows_case(env, quick, "bias_gelu", ROW_SHAPES[quick][:3], ours, theirs, lambda r, d: 2 * 4 * r * d)
+    def theirs(torch, x, td):
+        return torch.nn.functional.gelu(x + torch.ones(x.shape[-1], device=td), approximate="tanh")
+    return _rows_case(env, "bias_gelu", env.sizes(**ROW_SHAPES)[:3], ours, theirs, lambda r, d: 2 * 4 * r * d)
 
 
 # ---- attention ---------------------------------------------------------------------------------------------
 
 
 @gpu_case("attention")
-def attention(env, quick):
+def attention(env):
     """causal attention forward + backward (kernels/attention.cu) vs torch's scaled_dot_product_attention."""
     mg, torch = env.mg, env.torch
-    shapes = [(8, 6, 256, 64)] if quick else [(64, 6, 256, 64), (16, 12, 1024, 64), (4, 16, 2048, 128)]
+    shapes = env.sizes(full=[(64, 6, 256, 64), (16, 12, 1024, 64), (4, 16, 2048, 128)], quick=[(8, 6, 256, 64)],
+                       tiny=[(1, 2, 17, 8)])
     rows = []
     for b, h, t, d in shapes:
         rng = np.random.default_rng(t)
         q, k, v, g = (rng.standard_normal((b, h, t, d), np.float32) for _ in range(4))
         mq, mk, mv = (mg.tensor(x, device="cuda", requires_grad=True) for x in (q, k, v))
-        tq, tk, tv = (torch.from_numpy(x).cuda().requires_grad_() for x in (q, k, v))
-        mg_g, t_g = mg.tensor(g, device="cuda"), torch.from_numpy(g).cuda()
+        tq, tk, tv = (torch.from_numpy(x).to(env.td).requires_grad_() for x in (q, k, v))
+        mg_g, t_g = mg.tensor(g, device="cuda"), torch.from_numpy(g).to(env.td)
 
         def ours():
             out = mg.nn.functional.scaled_dot_product_attention(mq, mk, mv, is_causal=True)
@@ -260,24 +273,26 @@ builtins_max = max
 
 
 @gpu_case("gpt_step")
-def gpt_step(env, quick):
+def gpt_step(env):
     """nanoGPT "baby" (6 x 384, 6 heads, block 256, batch 64): forward, backward, AdamW; tokens/s vs torch."""
     from bench.torch_gpt import TorchGPT
     from minigrad.models import GPT, GPTConfig
     mg, torch = env.mg, env.torch
-    batch, block = (8, 256) if quick else (64, 256)
-    config = GPTConfig(vocab_size=65, block_size=block, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
+    batch, block, layers, heads, width = env.sizes(full=(64, 256, 6, 6, 384), quick=(8, 256, 6, 6, 384),
+                                                  tiny=(2, 8, 1, 2, 16))
+    config = GPTConfig(vocab_size=65, block_size=block, n_layer=layers, n_head=heads, n_embd=width, dropout=0.0,
+                       bias=False)
     mg.manual_seed(0)
     model = GPT(config)
     tmodel = TorchGPT(config)
     tmodel.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
     model.to("cuda")
-    tmodel.cuda()
+    tmodel.to(env.td)
     opt = mg.optim.AdamW(model.parameters(), lr=1e-3)
     topt = torch.optim.AdamW(tmodel.parameters(), lr=1e-3)
     data = np.random.default_rng(1).integers(0, 65, (batch, block + 1))
     x, y = mg.tensor(data[:, :-1], device="cuda"), mg.tensor(data[:, 1:], device="cuda")
-    tx, ty = torch.from_numpy(data[:, :-1]).cuda(), torch.from_numpy(data[:, 1:]).cuda()
+    tx, ty = torch.from_numpy(data[:, :-1]).to(env.td), torch.from_numpy(data[:, 1:]).to(env.td)
 
     def ours():
         _, loss = model(x, y)
@@ -295,11 +310,29 @@ def gpt_step(env, quick):
     error = abs(ours().item() - theirs().item()) / 4.2  # the first step: same weights, same batch (loss ~ ln 65)
     tokens = batch * block
     ours_t, theirs_t = env.time(ours), env.time(theirs)
-    return [row("gpt_step", f"B{batch} T{block}", "tokens/s", tokens / ours_t, {"torch_eager": tokens / theirs_t},
+    return [row("gpt_step", f"B{batch} T{block} L{layers} d{width}", "tokens/s", tokens / ours_t, {"torch_eager": tokens / theirs_t},
                 error, 1e-4)]
 
 
 # ---- the command ------------------------------------------------------------------------------------------
+
+
+def run(env: Env, names, log=lambda line: None) -> list[dict]:
+    """The result rows of the named cases, each line of the table passed to `log` as it comes."""
+    results = []
+    for name in names:
+        try:
+            rows = CASES[name].run(env)
+        except Exception as e:  # a case that cannot run here (e.g. bfloat16 without ml_dtypes) is reported
+            rows = [{"case": name, "status": f"ERROR {type(e).__name__}: {e}"}]
+        for r in rows:
+            results.append(r)
+            if r["status"] != "ok" or "minigrad" not in r:
+                log(f"{r['case']:<11} {r.get('size', ''):<18} {r['status']}")
+                continue
+            refs = "  ".join(f"{k} {v:,.1f} ({r['ratios'][k]:.2f}x)" for k, v in r["refs"].items())
+            log(f"{r['case']:<11} {r['size']:<18} minigrad {r['minigrad']:,.1f} {r['unit']}   vs {refs}")
+    return results
 
 
 def missing_requirements() -> str | None:
@@ -338,19 +371,7 @@ def main(argv=None) -> int:
     env = Env(QUICK if args.quick else FULL)
     import minigrad as mg
     report = {"device": mg.cuda.get_device_name(), "torch": env.torch.__version__, "cupy": env.cp.__version__,
-              "settings": vars(env.settings), "results": []}
-    for name in names:
-        try:
-            rows = CASES[name].run(env, args.quick)
-        except Exception as e:  # a case that cannot run here (e.g. bfloat16 without ml_dtypes) is reported
-            rows = [{"case": name, "status": f"ERROR {type(e).__name__}: {e}"}]
-        for r in rows:
-            report["results"].append(r)
-            if r["status"] != "ok" or "minigrad" not in r:
-                print(f"{r['case']:<11} {r.get('size', ''):<18} {r['status']}")
-                continue
-            refs = "  ".join(f"{k} {v:,.1f} ({r['ratios'][k]:.2f}x)" for k, v in r["refs"].items())
-            print(f"{r['case']:<11} {r['size']:<18} minigrad {r['minigrad']:,.1f} {r['unit']}   vs {refs}")
+              "settings": vars(env.settings), "results": run(env, names, log=print)}
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:

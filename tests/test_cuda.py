@@ -731,3 +731,17 @@ def test_recurrent_scans_run_the_cells_and_the_gemm(cuda_runtime, cell, dtype):
         for g, r in zip(got, ref):
             assert_matches(host(rt, g), r, dtype, n=hidden * steps * batch, scale=np.abs(r) + 10)
     check_launched(rt, f"{cell}_cell_forward_", f"{cell}_cell_backward_", "gemm_")
+
+
+def test_the_gpu_benchmarks_run_their_cases_at_tiny_sizes(cuda_runtime):
+    """bench/gpu.py's cases end to end at tiny sizes: minigrad on this runtime's 'cuda' (the emulator in CI),
+    torch on its GPU where it has one, else on the CPU; every case validates against its reference."""
+    from bench import gpu
+    import torch
+    torch_device = "cuda" if torch.cuda.is_available() and getattr(cuda_runtime, "name", "") == "cupy" else "cpu"
+    env = gpu.Env(gpu.TINY, cp=cuda_runtime.xp, torch_device=torch_device)
+    rows = gpu.run(env, list(gpu.CASES))
+    assert {r["case"] for r in rows} == set(gpu.CASES)
+    bad = [(r["case"], r.get("size"), r["status"]) for r in rows if r["status"] != "ok"]
+    assert not bad, bad
+    assert all(r["minigrad"] > 0 and all(v > 0 for v in r["refs"].values()) for r in rows)
