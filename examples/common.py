@@ -57,15 +57,23 @@ def run_settings(parser, args, defaults: dict, fixed_keys, out_dir: str, not_fro
     return settings
 
 
-def optimize(loss, model, optimizer, scheduler, grad_clip: float = 0.0) -> float:
+def optimize(loss, model, optimizer, scheduler, grad_clip: float = 0.0, scaler=None) -> float:
     """One update from `loss`: zero the gradients, backward, clip their global norm at grad_clip (0: no
-    clipping), optimizer step, scheduler step. Returns the learning rate the step used."""
+    clipping), optimizer step, scheduler step. Returns the learning rate the step used. With a GradScaler
+    (float16 mixed precision): backward from the scaled loss, unscale before clipping, a step that the
+    scaler skips when a gradient is inf or nan, and the scale's update."""
     optimizer.zero_grad()
-    loss.backward()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if scaler is not None and grad_clip:
+        scaler.unscale_(optimizer)  # clip the true gradients
     if grad_clip:
         mg.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     lr = scheduler.get_last_lr()[0]
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     scheduler.step()
     return lr
 

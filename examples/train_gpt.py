@@ -3,6 +3,7 @@
     python examples/train_gpt.py --preset demo                # the README demo: ~half a minute on 2 cores
     python examples/train_gpt.py --preset cpu-tiny            # nanoGPT's CPU recipe: val loss ~1.90
     python examples/train_gpt.py --preset baby --device cuda  # nanoGPT's shakespeare_char: ~1.47 on a GPU
+    python examples/train_gpt.py --preset baby --device cuda --amp bf16   # matmuls in bfloat16 (tensor cores)
     python examples/train_gpt.py --preset cpu-tiny --max-iters 3000 --resume   # train on from the checkpoint
     python examples/sample_gpt.py --out-dir out/gpt-cpu-tiny  # more text from the trained model
 
@@ -61,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", help="where checkpoints and plots go (default out/gpt-<preset>)")
     p.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.safetensors")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: the forward pass under autocast in bfloat16, or float16 with a GradScaler "
+                        "(default off)")
     p.add_argument("--seed", type=int, help="default 1337")
     model = p.add_argument_group("model (its shape is fixed by the checkpoint when resuming)")
     model.add_argument("--n-layer", type=int)
@@ -89,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
 
     out_dir = args.out_dir or os.path.join("out", f"gpt-{args.preset}")
-    defaults = dict(PRESETS[args.preset], device="cpu", seed=1337, lr_decay_iters=None)  # None: max_iters
+    defaults = dict(PRESETS[args.preset], device="cpu", amp="off", seed=1337, lr_decay_iters=None)  # None: max_iters
     settings = run_settings(p, args, defaults, SHAPE_KEYS, out_dir)
     settings["out_dir"] = out_dir
     return argparse.Namespace(**settings)
@@ -150,6 +154,9 @@ def main(argv=None) -> None:
     decay_iters = args.lr_decay_iters or args.max_iters
     scheduler = WarmupCosineLR(optimizer, min(args.warmup_iters, decay_iters - 1), decay_iters, args.min_lr,
                                last_epoch=start - 1)
+    amp_dtype = {"off": None, "bf16": mg.bfloat16, "fp16": mg.float16}[args.amp]
+    # float16's range needs loss scaling; bfloat16 has float32's. (The scale starts afresh on --resume.)
+    scaler = mg.amp.GradScaler(args.device) if args.amp == "fp16" else None
     print(f"GPT: {model.num_params():,} parameters (without the position embedding), {config}")
     print(f"data: {train_data.shape[0]:,} train / {val_data.shape[0]:,} val characters, vocab {config.vocab_size}")
 
@@ -171,8 +178,9 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         mg.manual_seed(int(rng.integers(2**62)))  # this iteration's dropout masks
         x, y = get_batch(train_data, args.block_size, args.batch_size, rng)  # (B, T) each
-        _, loss = model(x, y)
-        lr = optimize(loss, model, optimizer, scheduler, args.grad_clip)
+        with mg.autocast(args.device, dtype=amp_dtype, enabled=amp_dtype is not None):
+            _, loss = model(x, y)
+        lr = optimize(loss, model, optimizer, scheduler, args.grad_clip, scaler)
         history["loss"].append(loss.item())
         progress.update(it + 1, history["loss"][-1], lr, tokens_per_iter / (time.perf_counter() - t0))
     progress.close()

@@ -689,20 +689,22 @@ def test_16_bit_inputs_run_the_float32_kernels(cuda_runtime, dtype):
                    "bias_gelu_forward_", "reduce_sum_")
 
 
-def test_the_gpt_example_trains_and_samples_on_cuda(cuda_runtime, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_the_gpt_example_trains_and_samples_on_cuda(cuda_runtime, tmp_path, capsys, monkeypatch, amp):
     """examples/train_gpt.py --device cuda, as a user runs it, on a tiny configuration: training, evaluation,
-    the checkpoint (from GPU tensors) and a sample."""
+    the checkpoint (from GPU tensors) and a sample; with --amp fp16, linear layers on the tensor-core GEMM and
+    a GradScaler."""
     from example_support import load_example, run_info
     monkeypatch.chdir(tmp_path)
     train_gpt = load_example("train_gpt")
     train_gpt.main(["--preset", "demo", "--device", "cuda", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
                     "--block-size", "16", "--batch-size", "4", "--max-iters", "3", "--warmup-iters", "1",
                     "--lr-decay-iters", "3", "--eval-interval", "3", "--eval-iters", "1", "--sample-tokens", "10",
-                    "--out-dir", str(tmp_path / "run")])
+                    "--amp", amp, "--out-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert "iter 3: train loss" in out
     info = run_info(tmp_path / "run")
-    assert info["settings"]["device"] == "cuda" and len(info["history"]["loss"]) == 3
+    assert info["settings"]["device"] == "cuda" and info["settings"]["amp"] == amp and len(info["history"]["loss"]) == 3
     assert np.all(np.isfinite(info["history"]["loss"]))
 
 

@@ -79,3 +79,14 @@ def test_sample_script_writes_text(full_run, tmp_path):
 def test_cuda_without_backend_fails_clearly(tmp_path):
     result = run(TRAIN, *TINY, "--device", "cuda", "--out-dir", tmp_path / "run", cwd=tmp_path)
     assert result.returncode != 0 and "CUDA backend is not available" in result.stderr
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_training_runs_and_learns(tmp_path, amp):
+    """--amp: the forward pass under autocast (float16 with a GradScaler); a few steps lower the loss."""
+    result = run(TRAIN, *TINY, "--max-iters", 6, "--lr", "1e-2", "--amp", amp, "--out-dir", tmp_path / "run",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    losses = run_info(tmp_path / "run")["history"]["loss"]
+    assert run_info(tmp_path / "run")["settings"]["amp"] == amp
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
