@@ -747,3 +747,33 @@ def test_the_gpu_benchmarks_run_their_cases_at_tiny_sizes(cuda_runtime):
     bad = [(r["case"], r.get("size"), r["status"]) for r in rows if r["status"] != "ok"]
     assert not bad, bad
     assert all(r["minigrad"] > 0 and all(v > 0 for v in r["refs"].values()) for r in rows)
+
+
+def test_tensor_core_instructions_agree_with_their_emulated_forms(cuda_runtime):
+    """On a GPU: gemm_tc.cu built with mma.cuh's portable forms (-DMG_MMA_PORTABLE: the plain CUDA C that the
+    emulator runs in CI) and with the PTX instructions (mma.sync, ldmatrix, cp.async) are both within one
+    float16 ulp plus the float32 accumulation bound of the exact product, so the emulated tests of the
+    fragment layouts speak for the real instructions."""
+    rt = cuda_runtime
+    if not hasattr(rt, "function"):
+        pytest.skip("needs a GPU (CuPy): on the emulator only the portable forms of the instructions exist")
+    from pathlib import Path
+    from minigrad.backend.cuda_runtime import kernels_dir
+    source = (Path(kernels_dir()) / "gemm_tc.cu").read_text()
+    module = rt.xp.RawModule(code=source, options=(f"--include-path={kernels_dir()}", "-DMG_MMA_PORTABLE"))
+    m, n, k = 130, 70, 40
+    a, b = rand((m, k), np.float32, 1, 2.0).astype(np.float16), rand((k, n), np.float32, 2, 2.0).astype(np.float16)
+    a_dev, b_dev = device(rt, a), device(rt, b)
+    instructions = host(rt, cuda.matmul(a_dev, b_dev))
+    c = rt.xp.empty((m, n), dtype=np.float16)
+    module.get_function("gemm_tc_f16")(
+        (-(-n // 128), -(-m // 128), 1), (256,),
+        (c.view(np.uint16), a_dev.view(np.uint16), b_dev.view(np.uint16), np.int32(m), np.int32(n), np.int32(k),
+         np.int32(1), np.int64(k), np.int64(1), np.int64(n), np.int64(1), np.int64(n), np.int64(1), np.int64(0),
+         np.int64(0), np.int64(0), np.float32(1.0), np.float32(0.0)))
+    portable = host(rt, c)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64) + \
+        8 * np.finfo(np.float32).eps * math.sqrt(k) * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    for got in (instructions, portable):
+        assert np.all(np.abs(got.astype(np.float64) - exact) <= bound)
