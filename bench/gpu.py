@@ -257,7 +257,7 @@ def attention(env):
             out.backward(t_g)
             return out
         got, ref = ours().detach().cpu().numpy(), theirs().detach().cpu().numpy()
-        error = builtins_max(rel_error(got, ref), rel_error(mq.grad.cpu().numpy(), tq.grad.cpu().numpy()))
+        error = max(rel_error(got, ref), rel_error(mq.grad.cpu().numpy(), tq.grad.cpu().numpy()))
         flops = 4 * b * h * t * t * d * 3.5 / 2  # causal: half the score matrix; backward ~2.5x forward
         ours_t, theirs_t = env.time(ours), env.time(theirs)
         rows.append(row("attention", f"B{b} H{h} T{t} D{d}", "TFLOP/s", flops / ours_t / 1e12,
@@ -265,8 +265,6 @@ def attention(env):
                         {"ms": {"minigrad": ours_t * 1e3, "torch_sdpa": theirs_t * 1e3}}))
     return rows
 
-
-builtins_max = max
 
 
 # ---- GPT training step ----------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ bool_ = DType("bool", np.bool_)
 ALL_DTYPES = (float16, bfloat16, float32, float64, int64, bool_)
 _BY_NAME = {d.name: d for d in ALL_DTYPES}
 _BY_NP = {d.np_dtype: d for d in ALL_DTYPES if not isinstance(d, _MissingDType)}
-HALF_NP_DTYPES = frozenset(d.np_dtype for d in (float16, bfloat16) if d in _BY_NP.values())  # the available ones
+HALF_DTYPES = (float16, bfloat16)  # the 16-bit floats: computed in float32 and rounded once (backend/base.py)
+HALF_NP_DTYPES = frozenset(d.np_dtype for d in HALF_DTYPES if d in _BY_NP.values())  # the available ones
 _DEFAULT_FLOAT = float32
 _PYTHON_SCALARS = {bool: bool_, int: int64, float: _DEFAULT_FLOAT}
 

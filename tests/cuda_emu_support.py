@@ -215,12 +215,10 @@ def memory_span(a: np.ndarray) -> np.ndarray:
     assert all(s >= 0 for s in a.strides), f"a kernel was given a view with negative strides {a.strides}"
     if a.size == 0:
         return a.reshape(-1)
-    extent = builtins_sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize + 1
+    extent = sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize + 1
     return np.lib.stride_tricks.as_strided(a, shape=(extent,), strides=(a.itemsize,),
                                            writeable=a.flags.writeable)
 
-
-builtins_sum = sum
 
 
 class DeviceArray(np.ndarray):

@@ -64,9 +64,9 @@ def autocast_inputs(op: str, *tensors):
     if target is None or policy is None:
         return tensors
     if policy == FLOAT32:
-        target, castable = dtypes.float32, (dtypes.float16, dtypes.bfloat16)
+        target, castable = dtypes.float32, dtypes.HALF_DTYPES
     else:
-        castable = (dtypes.float16, dtypes.bfloat16, dtypes.float32)
+        castable = (*dtypes.HALF_DTYPES, dtypes.float32)
     return tuple(t.to(target) if isinstance(t, Tensor) and t.dtype in castable else t for t in tensors)
 
 
@@ -91,7 +91,7 @@ class autocast:
         if device_type not in DEFAULT_DTYPES:
             raise ValueError(f"autocast: device_type must be one of {sorted(DEFAULT_DTYPES)}, got {device_type!r}")
         dtype = DEFAULT_DTYPES[device_type] if dtype is None else dtypes.get_dtype(dtype)
-        if dtype not in (dtypes.float16, dtypes.bfloat16):
+        if dtype not in dtypes.HALF_DTYPES:
             raise ValueError(f"autocast: dtype must be minigrad.float16 or minigrad.bfloat16, got {dtype}")
         self.device_type, self.fast_dtype, self.enabled = device_type, dtype, bool(enabled)
         self._tokens = []

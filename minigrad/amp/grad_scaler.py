@@ -74,7 +74,7 @@ class GradScaler:
             if outputs.device != self.device:
                 raise ValueError(f"GradScaler.scale: the scaler is for device '{self.device}', the tensor is on "
                                  f"'{outputs.device}'")
-            if outputs.dtype in (dtypes.float16, dtypes.bfloat16):
+            if outputs.dtype in dtypes.HALF_DTYPES:
                 return (outputs.float() * self._scale).to(outputs.dtype)
             return outputs * self._scale.to(outputs.dtype)
         if isinstance(outputs, (list, tuple)):

@@ -151,28 +151,30 @@ def make_generator(seed):
 def _batched(x, batch_shape):
     """x (..., R, C) broadcast to batch_shape + (R, C), as (array, (batch stride, row stride, col stride)) in
     elements, the array's first element being the view's: the batch dims collapse to one stride (0 for a
-    broadcast operand) when the layout allows, else x is copied to a contiguous array that does."""
+    broadcast operand) when the layout allows, else x is copied to a contiguous array, which always does."""
     view = rt.xp.broadcast_to(x, tuple(batch_shape) + x.shape[-2:])
-    for candidate in (view, None):
-        if candidate is None:  # the layout does not collapse: copy
-            view = rt.xp.ascontiguousarray(view)
-        itemsize = view.dtype.itemsize
-        strides = view.strides
-        if any(s < 0 or s % itemsize for s in strides):
-            continue
-        elems = [s // itemsize for s in strides]
-        batch_dims = [(n, s) for n, s in zip(view.shape[:-2], elems[:-2]) if n != 1]
-        if not batch_dims:
-            return view, (0, elems[-2], elems[-1])
-        inner = batch_dims[-1][1]  # the innermost batch dim's stride; the others must be multiples of it
-        size = 1
-        for n, s in reversed(batch_dims):
-            if s != inner * size:
-                break
-            size *= n
-        else:
-            return view, (inner, elems[-2], elems[-1])
-    raise AssertionError("a contiguous array always collapses")  # pragma: no cover
+    strides = _collapsed_strides(view)
+    if strides is None:
+        view = rt.xp.ascontiguousarray(view)
+        strides = _collapsed_strides(view)
+    return view, strides
+
+
+def _collapsed_strides(view):
+    """(batch, row, col) element strides of `view` (..., R, C) with its batch dims read as one, or None when
+    they are not one arithmetic progression (or a stride is negative or not a whole number of elements)."""
+    itemsize = view.dtype.itemsize
+    if any(s < 0 or s % itemsize for s in view.strides):
+        return None
+    elems = [s // itemsize for s in view.strides]
+    batch_dims = [(n, s) for n, s in zip(view.shape[:-2], elems[:-2]) if n != 1]
+    inner = batch_dims[-1][1] if batch_dims else 0  # the innermost batch stride; outer ones step by its multiples
+    size = 1
+    for n, s in reversed(batch_dims):
+        if s != inner * size:
+            return None
+        size *= n
+    return inner, elems[-2], elems[-1]
 
 
 def _half_format(*arrays) -> str | None:

@@ -62,12 +62,8 @@ def _half_dtype(values):
     return None
 
 
-def _is_half(a) -> bool:  # (a NumPy or a CuPy array)
-    return getattr(a, "dtype", None) in HALF_NP_DTYPES and hasattr(a, "astype")
-
-
 def _widen(a):
-    return a.astype(np.float32) if _is_half(a) else a
+    return a.astype(np.float32) if _half_dtype((a,)) is not None else a
 
 
 def _round(out, half):

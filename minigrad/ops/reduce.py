@@ -128,8 +128,6 @@ def _sum(x: Tensor, dim, keepdim: bool) -> Tensor:
     return Sum.apply(x, axes=_reduction_axes(x, dim), keepdim=keepdim)
 
 
-_HALF = (dtypes.float16, dtypes.bfloat16)
-
 
 def _count(x: Tensor, axes) -> int:
     return math.prod(x.shape[a] for a in axes)
@@ -139,7 +137,7 @@ def mean(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """Mean over `dim`; the mean of zero elements is nan, as in PyTorch. A 16-bit tensor's mean is
     computed in float32 and rounded once (a 16-bit sum would overflow float16 past 65504)."""
     _require_float(x, "mean")
-    if x.dtype in _HALF:
+    if x.dtype in dtypes.HALF_DTYPES:
         return mean(x.float(), dim, keepdim).to(x.dtype)
     n = _count(x, _reduction_axes(x, dim))
     return _sum(x, dim, keepdim) * (1.0 / n if n else math.nan)
@@ -151,7 +149,7 @@ def var(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiase
     _require_float(x, "var")
     if unbiased is not None:
         correction = int(bool(unbiased))
-    if x.dtype in _HALF:  # in float32, rounded once, as mean
+    if x.dtype in dtypes.HALF_DTYPES:  # in float32, rounded once, as mean
         return var(x.float(), dim, correction, keepdim).to(x.dtype)
     n = _count(x, _reduction_axes(x, dim))
     centered = x - mean(x, dim, keepdim=True)
@@ -162,7 +160,7 @@ def var(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiase
 def std(x: Tensor, dim=None, correction: int = 1, keepdim: bool = False, unbiased=None) -> Tensor:
     """Standard deviation: sqrt(var). Where the std is 0 (a constant slice) its gradient is 0, as in
     PyTorch, not the inf * 0 = nan of a plain sqrt: the sqrt there reads 1 instead, and is not selected."""
-    if x.dtype in _HALF:  # in float32, rounded once, as mean
+    if x.dtype in dtypes.HALF_DTYPES:  # in float32, rounded once, as mean
         return std(x.float(), dim, correction, keepdim, unbiased).to(x.dtype)
     v = var(x, dim, correction, keepdim, unbiased)
     is_zero = v == 0
