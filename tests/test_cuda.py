@@ -660,11 +660,90 @@ def test_index_add_of_a_row_gather_is_deterministic_and_matches(cuda_runtime, dt
     numpy_ref.index_add_(ref, (idx,), values)
     assert_matches(host(rt, out), ref, dtype, n=4, scale=np.abs(ref) + 4)
     check_launched(rt, "embedding_backward_")
-    other, cols = device(rt, out0), rand((6, 2, 4), dtype, 3)  # an index along dim 1: numpy_ref's path
-    cuda.index_add_(other, (slice(None), device(rt, np.array([1, 1]))), device(rt, cols))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index", [
+    (slice(None), np.array([1, 1, -1])),                        # along dim 1, repeated and negative
+    (np.array([[0], [5], [0]]), slice(1, 3), np.array([3, 3])),  # two arrays broadcast, a slice between
+    (Ellipsis, np.array([2, 0, 2, 2])),                          # along the last dim
+    (np.array([4, 4]), 1),                                       # an array and an int
+], ids=["dim1", "broadcast", "last", "with_int"])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_index_add_of_any_index_is_deterministic_np_add_at(cuda_runtime, index, contiguous, dtype):
+    """The backward of x[index] for integer indices other than a row gather: scatter.cu's sorted
+    scatter-add, np.add.at's sums to the bit (no atomics), into contiguous and strided arrays."""
+    rt = cuda_runtime
+    base = rand((6, 3, 4), dtype, 1)
+    out0 = base if contiguous else np.ascontiguousarray(base.transpose(0, 2, 1)).transpose(0, 2, 1)
+    values = rand(out0[index].shape, dtype, 2, scale=100)
     expected = out0.copy()
-    np.add.at(expected, (slice(None), np.array([1, 1])), cols)
-    assert_matches(host(rt, other), expected, dtype, scale=np.abs(expected) + 1)
+    np.add.at(expected, index, values)
+    dev_index = tuple(device(rt, i) if isinstance(i, np.ndarray) else i for i in index)
+    out = device(rt, out0)
+    if not contiguous:
+        out = out.transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    cuda.index_add_(out, dev_index, device(rt, values))
+    assert host(rt, out).tobytes() == expected.tobytes()  # (tobytes: the values in C order, whatever the layout)
+    check_launched(rt, "scatter_add_sorted_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_gather_backward_is_a_deterministic_scatter(cuda_runtime, axis, dtype):
+    """scatter_add_along_axis (the backward of gather) with repeated and negative indices: scatter.cu,
+    numpy_ref's bits."""
+    rt = cuda_runtime
+    shape = (5, 4, 33)
+    index_shape = list(shape)
+    index_shape[axis] = 7
+    rng = np.random.default_rng(axis + 7)
+    index = rng.integers(-shape[axis], shape[axis], index_shape)
+    index.reshape(-1)[: index.size // 3] = 1  # many repeats of one position per line
+    values = rand(index_shape, dtype, 3, scale=10)
+    ref = numpy_ref.scatter_add_along_axis(shape, index, values, axis, dtype)
+    got = cuda.scatter_add_along_axis(shape, device(rt, index), device(rt, values), axis, dtype)
+    assert host(rt, got).dtype == ref.dtype and host(rt, got).tobytes() == ref.tobytes()
+    check_launched(rt, "scatter_add_sorted_")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel, stride, padding", [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (0, 1)),
+                                                    ((1, 1), (1, 1), (0, 0))])
+def test_max_pool2d_backward_is_deterministic(cuda_runtime, kernel, stride, padding, dtype):
+    """Overlapping windows send several gradients to one input: scatter.cu sums them without atomics."""
+    rt = cuda_runtime
+    x = rand((2, 3, 7, 9), dtype, 4)
+    x[0, 0] = 1.0  # ties: the first element of each window wins, and collects every window's gradient
+    out, argmax = numpy_ref.max_pool2d_forward(x, kernel, stride, padding, (1, 1), False)
+    dout = rand(out.shape, dtype, 5, scale=1e4)
+    ref = numpy_ref.max_pool2d_backward(dout, argmax, x.shape)
+    runs = [host(rt, cuda.max_pool2d_backward(device(rt, dout), device(rt, argmax), x.shape)) for _ in range(2)]
+    check_launched(rt, "scatter_add_sorted_")
+    assert runs[0].tobytes() == runs[1].tobytes()
+    window = kernel[0] * kernel[1]
+    assert_matches(runs[0], ref, dtype, n=window, scale=window * 1e4)
+
+
+def test_out_of_range_indices_on_cuda_raise_like_on_the_cpu(cuda_runtime):
+    """CuPy wraps out-of-range integer indices around; minigrad checks them on the GPU so that they raise."""
+    x = mg.arange(12.0, device="cuda").reshape(3, 4)
+    for bad in ([0, 3], [-4], mg.tensor([5])):
+        with pytest.raises(IndexError, match="out of bounds for dim 0 with size 3"):
+            x[bad]
+    with pytest.raises(IndexError, match="out of bounds for dim 1 with size 4"):
+        x[:, mg.tensor([1, 4], device="cuda")]
+    with pytest.raises(IndexError, match="out of bounds for dim 1 with size 4"):
+        x[0, [4]]
+    with pytest.raises(IndexError, match="out of bounds for dim 0 with size 3"):
+        x[[3]] = 1.0
+    with pytest.raises(IndexError, match="gather: .* out of bounds for dim 1 with size 4"):
+        x.gather(1, mg.tensor([[0], [4], [1]], device="cuda"))
+    with pytest.raises(RuntimeError, match="gather: input on cuda, index on cpu"):
+        x.gather(1, mg.tensor([[0], [1], [1]]))
+    np.testing.assert_array_equal(x[[-3, 2]].cpu().numpy(), [[0, 1, 2, 3], [8, 9, 10, 11]])
+    np.testing.assert_array_equal(x.gather(1, mg.tensor([[-1], [0], [3]], device="cuda")).cpu().numpy(),
+                                  [[3], [4], [11]])
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: "bfloat16" if d is None else np.dtype(d).name)

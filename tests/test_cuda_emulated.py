@@ -529,6 +529,29 @@ def test_embedding_matches_reference(emu, padding, v, d, n, dtype):
         assert r.tobytes() == ref.tobytes(), np.max(np.abs(r - ref))
 
 
+# ---- scatter.cu -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size, n", [(1, 1), (1, 33), (40, 33), (700, 1600), (5000, 4099)])
+def test_scatter_add_sorted_is_np_add_at_to_the_bit(emu, size, n, dtype):
+    """out[t] += v for repeated targets, in increasing original position: np.add.at's sums, whatever the launch."""
+    rng = np.random.default_rng(size + n)
+    targets = rng.integers(0, size, n)
+    targets[: n // 4] = targets[0]  # one long segment, spread through the array once sorted
+    targets[-3:] = size - 1  # and the last element
+    values = (rng.standard_normal(n) * np.where(rng.random(n) < 0.1, 1e4, 1)).astype(dtype)
+    out0 = rng.standard_normal(size).astype(dtype)
+    ref = out0.copy()
+    np.add.at(ref, targets, values)
+    order = np.argsort(targets, kind="stable")
+    for grid, block in [(1, 32), (3, 64), (64, 256)]:
+        out = emu.array(out0)
+        emu.launch(f"scatter_add_sorted_{SUFFIX[dtype]}", grid, block, out, emu.array(targets[order], np.int64),
+                   emu.array(order, np.int64), emu.array(values), i64(n))
+        assert np.array(out).tobytes() == ref.tobytes(), np.max(np.abs(np.array(out) - ref))
+
+
 # ---- adamw.cu ------------------------------------------------------------------------------------------
 
 

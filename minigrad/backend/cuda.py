@@ -591,20 +591,66 @@ def _rows_index(index):
 
 
 def index_add_(out, index, values):
-    """out[index] += values, repeated indices accumulating (the backward of x[index]). An integer array along
-    the first dim (a row gather) runs embedding.cu's scatter-add: each row's sum in index order, no atomics,
-    so the gradient is the same bits on every run. Any other index runs numpy_ref's (np.add.at, which CuPy
-    implements with atomic adds: a float sum over repeated indices may then differ in its last bits between
-    runs)."""
-    rows = _rows_index(index)
-    if rows is None or _suffix(out, values) is None or out.ndim == 0 or not out.flags.c_contiguous or \
-            values.shape != rows.shape + out.shape[1:] or out.shape[0] == 0:
+    """out[index] += values, repeated indices accumulating (the backward of x[index]), deterministically: an
+    integer array along the first dim (a row gather) runs embedding.cu's row scatter-add, any other integer
+    index scatter.cu's; both add each element's values in index order without atomics, so the gradient is the
+    same bits on every run (np.add.at's). A basic index (no arrays) touches each element once: numpy_ref's
+    `out[index] += values`. 16-bit arrays, whose sums round in their own dtype (base.py), also run numpy_ref's
+    (CuPy's np.add.at: atomic adds)."""
+    if not numpy_ref._has_index_array(index) or _suffix(out, values) is None:
         return numpy_ref.index_add_(out, index, values)
-    n, d = out.shape[0], math.prod(out.shape[1:])
-    flat = _contiguous(rows).reshape(-1).astype(np.int64)
-    flat = rt.xp.where(flat < 0, flat + n, flat)  # numpy's negative indices
-    out += embedding_backward(values.reshape(flat.size, d), flat, n, None).reshape(out.shape)
+    rows = _rows_index(index)
+    if rows is not None and out.ndim and out.flags.c_contiguous and out.shape[0] and \
+            values.shape == rows.shape + out.shape[1:]:
+        n, d = out.shape[0], math.prod(out.shape[1:])
+        flat = _contiguous(rows).reshape(-1).astype(np.int64)
+        flat = rt.xp.where(flat < 0, flat + n, flat)  # numpy's negative indices
+        out += embedding_backward(values.reshape(flat.size, d), flat, n, None).reshape(out.shape)
+        return None
+    # The flat position of every element out[index] selects, in the order np.add.at visits them.
+    positions = rt.xp.arange(out.size, dtype=np.int64).reshape(out.shape)[index]
+    target = out if out.flags.c_contiguous else out.copy()
+    _scatter_add_flat(target, positions, rt.xp.broadcast_to(values, positions.shape))
+    if target is not out:
+        out[...] = target
     return None
+
+
+# ---- scatter.cu: deterministic scatter-adds ------------------------------------------------------------------
+
+
+def _scatter_add_flat(out, positions, values):
+    """out.ravel()[positions[i]] += values[i] for every i (positions int64 in [0, out.size), values of the same
+    shape and of out's dtype, out C-contiguous), repeats accumulating in increasing i: np.add.at's additions
+    in its order, without atomics. A stable sort groups the repeats; scatter.cu sums each group in order."""
+    n = positions.size
+    if n == 0:
+        return
+    positions = _contiguous(positions).reshape(-1)
+    order = rt.xp.argsort(positions, kind="stable")
+    _launch("scatter", f"scatter_add_sorted_{_SUFFIX[out.dtype]}", (_blocks(n, 256),), (256,), out,
+            positions[order], order, _contiguous(values).reshape(-1), _i64(n))
+
+
+def scatter_add_along_axis(shape, index, values, axis, dtype):
+    if _suffix(values) is None or np.dtype(dtype) != values.dtype:
+        return numpy_ref.scatter_add_along_axis(shape, index, values, axis, dtype)
+    out = rt.xp.zeros(shape, dtype=dtype)
+    positions = rt.xp.take_along_axis(rt.xp.arange(out.size, dtype=np.int64).reshape(shape), index, axis)
+    _scatter_add_flat(out, positions, values)
+    return out
+
+
+@in_float32
+def max_pool2d_backward(dout, argmax, input_shape):
+    if _suffix(dout) is None:
+        return numpy_ref.max_pool2d_backward(dout, argmax, input_shape)
+    n, c, h, w = input_shape
+    dx = rt.xp.zeros(input_shape, dtype=dout.dtype)
+    # argmax is a flat index into each (h, w) plane: add the plane's offset
+    positions = argmax + rt.xp.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
+    _scatter_add_flat(dx, positions, dout)
+    return dx
 
 
 # ---- attention.cu ----------------------------------------------------------------------------------------

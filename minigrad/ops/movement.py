@@ -261,6 +261,17 @@ def contiguous(x: Tensor) -> Tensor:
     return Contiguous.apply(x)
 
 
+def check_index_bounds(index: Tensor, size: int, dim: int, op: str) -> None:
+    """Raise IndexError unless every value of the int64 `index` lies in [-size, size). NumPy raises by itself,
+    but CuPy wraps out-of-range indices around (a silent wrong answer), so indices on a GPU are checked
+    here, at the price of one device sync."""
+    if index.device == "cpu" or not index.numel():
+        return
+    if ((index < -size) | (index >= size)).any().item():
+        raise IndexError(f"{op}: indices from {index.min().item()} to {index.max().item()} are out of bounds "
+                         f"for dim {dim} with size {size} (tensor on {index.device})")
+
+
 def normalize_index(x: Tensor, index) -> tuple[tuple, bool]:
     """Turn a user index into a tuple the backend can use, and say whether it has an advanced
     (integer-array) part. Bool masks become integer arrays (one per masked dim), so that backward
@@ -287,6 +298,8 @@ def normalize_index(x: Tensor, index) -> tuple[tuple, bool]:
                 continue
             if item.dtype is not dtypes.int64:
                 raise IndexError(f"tensors used as indices must be int64 or bool, got {item.dtype}")
+            if dim < x.ndim:
+                check_index_bounds(item, x.shape[dim], dim, "indexing")
             out.append(item.data)
             advanced, dim = True, dim + 1
         elif item is Ellipsis:
@@ -391,6 +404,9 @@ def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     if index.ndim != x.ndim or any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
         raise ValueError(f"gather: index of shape {index.shape} does not fit input of shape {x.shape} "
                          f"outside dim {dim}")
+    if index.device != x.device:
+        raise RuntimeError(f"gather: input on {x.device}, index on {index.device}")
+    check_index_bounds(index, x.shape[axis], axis, "gather")
     window = tuple(slice(None) if d == axis else slice(0, i) for d, i in enumerate(index.shape))
     source = x if all(i == n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis) else x[window]
     return Gather.apply(source, index=index.data, axis=axis)
