@@ -296,6 +296,8 @@ class DeviceModule:
         value = getattr(np, name)
         if name == "random":
             return _DeviceRandom()
+        if isinstance(value, np.ufunc):  # (ufuncs keep their methods, such as add.at, as CuPy's do)
+            return value
         if callable(value) and not isinstance(value, type):
             return lambda *args, **kwargs: to_device_arrays(value(*args, **kwargs))
         return value

@@ -766,6 +766,31 @@ def test_16_bit_inputs_run_the_float32_kernels(cuda_runtime, dtype):
                    "bias_gelu_forward_", "reduce_sum_")
 
 
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: "bfloat16" if d is None else np.dtype(d).name)
+def test_16_bit_index_gradients(cuda_runtime, dtype):
+    """index_add_ / scatter_add_along_axis update 16-bit arrays in their own dtype (base.py): the reference's
+    code through the array module's add.at (cupy.add.at on a GPU), the reference's bits; max_pool2d's
+    backward sums in float32 (scatter.cu) and rounds once."""
+    rt = cuda_runtime
+    out0, values = rand((5, 3), np.float32, 1).astype(dtype), rand((4, 3), np.float32, 2).astype(dtype)
+    index = (np.array([0, 4, 0, 0]),)
+    out, ref = device(rt, out0), out0.copy()
+    cuda.index_add_(out, (device(rt, index[0]),), device(rt, values))
+    numpy_ref.index_add_(ref, index, values)
+    assert host(rt, out).dtype == ref.dtype and host(rt, out).tobytes() == ref.tobytes()
+    gathered, grad = np.array([[2, 2], [0, 2], [1, 1], [2, 0], [0, 0]]), rand((5, 2), np.float32, 4).astype(dtype)
+    got = cuda.scatter_add_along_axis((5, 3), device(rt, gathered), device(rt, grad), 1, grad.dtype)
+    ref = numpy_ref.scatter_add_along_axis((5, 3), gathered, grad, 1, grad.dtype)
+    assert host(rt, got).dtype == ref.dtype and host(rt, got).tobytes() == ref.tobytes()
+    x = rand((1, 2, 5, 5), np.float32, 3).astype(dtype)
+    pooled, argmax = numpy_ref.max_pool2d_forward(x, (3, 3), (1, 1), (1, 1), (1, 1), False)
+    got = host(rt, cuda.max_pool2d_backward(device(rt, pooled), device(rt, argmax), x.shape))
+    ref = numpy_ref.max_pool2d_backward(pooled, argmax, x.shape)
+    assert got.dtype == ref.dtype
+    np.testing.assert_allclose(got.astype(np.float64), ref.astype(np.float64), rtol=1e-2, atol=1e-2)
+    check_launched(rt, "scatter_add_sorted_f32")
+
+
 @pytest.mark.parametrize("amp", ["off", "fp16"])
 def test_the_gpt_example_trains_and_samples_on_cuda(cuda_runtime, tmp_path, capsys, monkeypatch, amp):
     """examples/train_gpt.py --device cuda, as a user runs it, on a tiny configuration: training, evaluation,

@@ -323,7 +323,7 @@ def getitem(x, index):
 
 def index_add_(out, index, values):
     if _has_index_array(index):
-        np.add.at(out, index, values)  # unbuffered: repeated indices accumulate
+        _xp(out).add.at(out, index, values)  # unbuffered: repeated indices accumulate (CuPy: cupy.add.at)
     else:
         out[index] += values  # a basic index selects each element at most once
 
@@ -364,7 +364,7 @@ def scatter_add_along_axis(shape, index, values, axis, dtype):
     xp, ndim = _xp(index), index.ndim
     grids = [xp.arange(n).reshape((1,) * d + (n,) + (1,) * (ndim - d - 1)) for d, n in enumerate(index.shape)]
     grids[axis] = index
-    np.add.at(out, tuple(grids), values)
+    xp.add.at(out, tuple(grids), values)
     return out
 
 
@@ -431,7 +431,7 @@ def embedding_backward(dout, indices, num_embeddings, padding_idx):
     # padding row gets no gradient: it stays a fixed (usually zero) vector.
     dim = dout.shape[-1]
     dweight = _xp(dout).zeros((num_embeddings, dim), dtype=dout.dtype)
-    np.add.at(dweight, np.reshape(indices, -1), np.reshape(dout, (-1, dim)))
+    _xp(dweight).add.at(dweight, np.reshape(indices, -1), np.reshape(dout, (-1, dim)))
     if padding_idx is not None:
         dweight[padding_idx] = 0
     return dweight
