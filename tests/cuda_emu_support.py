@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
+import math
 import os
 import re
 import shutil
@@ -227,9 +229,16 @@ class DeviceArray(np.ndarray):
     as CuPy does, so code that creates a NumPy array from a shape and combines it with CuPy arrays fails in
     CI too. Only the outermost call is checked: inside it NumPy's own implementation runs (where CuPy would
     run its own). Results stay device arrays; a full reduction gives a 0-d device array (CuPy's), not a
-    NumPy scalar."""
+    NumPy scalar.
+
+    Where CuPy is installed (the test extra has it; it imports without a GPU), a call is also refused when
+    CuPy would refuse it: a NumPy function or ufunc CuPy does not have (np.frompyfunc's), arguments its
+    function does not take (np.max's `initial`), add.at on a dtype it has no atomics for (bfloat16). And
+    CuPy's where (so its tril / triu) has no bfloat16 version and returns float32 for bfloat16 operands:
+    so does this where."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        _refuse_what_cupy_lacks_ufunc(ufunc, method, inputs)
         with _outermost(f"numpy.{ufunc.__name__}.{method}", inputs + (out or ())):
             inputs = tuple(a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in inputs)
             if out is not None:
@@ -238,9 +247,63 @@ class DeviceArray(np.ndarray):
         return out[0] if out is not None and len(out) == 1 else to_device_arrays(result)
 
     def __array_function__(self, func, types, args, kwargs):
+        outermost = _calls[0] == 0
+        if outermost:
+            _refuse_what_cupy_lacks(func, args, kwargs)
         with _outermost(f"numpy.{func.__name__}", _flatten(args) + _flatten(list(kwargs.values()))):
             result = super().__array_function__(func, types, args, kwargs)
+        if outermost and func in (np.where, np.tril, np.triu) and getattr(result, "dtype", None) == _BFLOAT16:
+            result = result.astype(np.float32)  # CuPy 14's where: no bfloat16 loop (cupy/_sorting/search.py)
         return to_device_arrays(result)
+
+
+try:
+    import cupy as _cupy  # (only its Python signatures are read: no GPU needed)
+except Exception:  # not installed, or unusable here: the checks below are skipped
+    _cupy = None
+try:
+    from ml_dtypes import bfloat16 as _BFLOAT16
+except ImportError:
+    _BFLOAT16 = None
+# cupy.add.at's dtypes (cupy/_core/_routines_indexing.pyx, _scatter_op_single: atomicAdd's types)
+_CUPY_AT_DTYPES = {np.dtype(t) for t in (np.int32, np.int64, np.uint32, np.uint64, np.float16, np.float32,
+                                         np.float64)}
+
+
+def _cupy_function(func):
+    """CuPy's function of the same name as the NumPy function `func` (its submodule's), or None."""
+    module = func.__module__ or ""
+    namespace = (_cupy.linalg if "linalg" in module else _cupy.lib.stride_tricks if "stride_tricks" in module
+                 else _cupy)
+    return getattr(namespace, func.__name__, None)
+
+
+def _refuse_what_cupy_lacks(func, args, kwargs):
+    if _cupy is None:
+        return
+    mine = _cupy_function(func)
+    if mine is None:
+        raise TypeError(f"numpy.{func.__name__} on a device array: CuPy has no {func.__name__}")
+    try:
+        signature = inspect.signature(mine)
+    except (TypeError, ValueError):  # (a compiled function without a signature: not checked)
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"numpy.{func.__name__} on a device array with arguments CuPy's {func.__name__}"
+                        f"{signature} does not take ({sorted(kwargs)}): {e}") from None
+
+
+def _refuse_what_cupy_lacks_ufunc(ufunc, method, inputs):
+    if _cupy is None or _calls[0]:
+        return
+    mine = getattr(_cupy, ufunc.__name__, None)  # (how CuPy's __array_ufunc__ finds its own)
+    if mine is None or not hasattr(mine, method):
+        raise TypeError(f"numpy.{ufunc.__name__}.{method} on a device array: CuPy has no such ufunc method")
+    if method == "at" and inputs[0].dtype not in _CUPY_AT_DTYPES:
+        raise TypeError(f"numpy.{ufunc.__name__}.at on a {inputs[0].dtype} device array: CuPy's ufunc.at "
+                        f"supports {sorted(str(d) for d in _CUPY_AT_DTYPES)}")
 
 
 _calls = [0]  # the depth of DeviceArray calls under way
@@ -275,6 +338,11 @@ def _refuse_host_arrays(what, items):
     if host:
         raise TypeError(f"{what}: a host (NumPy) array of shape {host[0].shape} mixed with device arrays: CuPy "
                         f"refuses this (create arrays with the inputs' module, numpy_ref._xp)")
+
+
+def emulated_erf(x):
+    """erf of a device array (cupyx.scipy.special.erf on a GPU; here math.erf per element on the CPU)."""
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x.view(np.ndarray)), dtype=x.dtype).view(DeviceArray)
 
 
 def to_device_arrays(result):

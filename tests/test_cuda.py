@@ -45,16 +45,17 @@ def cuda_runtime(request):
             pytest.skip(f"needs an NVIDIA GPU with CuPy (pip install minigrad[cuda]): {why}")
         runtime = cuda.rt
     else:
-        from cuda_emu_support import DeviceArray, EmulatedRuntime
+        from cuda_emu_support import DeviceArray, EmulatedRuntime, emulated_erf
         runtime = EmulatedRuntime(request.getfixturevalue("emu"))
         backend.register_cuda(runtime)
-        host_xp = numpy_ref._xp  # the array module of a device array is the runtime's (as cupy is CuPy's)
-        numpy_ref._xp = lambda a: runtime.xp if isinstance(a, DeviceArray) else host_xp(a)
+        host_xp, device_erf = numpy_ref._xp, numpy_ref._device_erf
+        numpy_ref._xp = lambda a: runtime.xp if isinstance(a, DeviceArray) else host_xp(a)  # (as cupy is CuPy's)
+        numpy_ref._device_erf = emulated_erf  # (cupyx.scipy.special.erf on a GPU)
     mg_random._generators.pop("cuda", None)
     yield runtime
     mg_random._generators.pop("cuda", None)
     if request.param == "emulated":
-        numpy_ref._xp = host_xp
+        numpy_ref._xp, numpy_ref._device_erf = host_xp, device_erf
         backend.unregister("cuda", "cuda")
         backend.unregister("numpy", "cuda")
         cuda.use_runtime(saved_rt)
@@ -583,6 +584,60 @@ def test_a_small_gpt_trains_on_cuda_as_on_the_cpu(cuda_runtime, tmp_path):
         np.testing.assert_allclose(cuda_params[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
 
 
+def test_the_reference_backend_runs_on_gpu_arrays(cuda_runtime):
+    """use("numpy") on 'cuda': numpy_ref's code on the device arrays for every primitive but the creation ones
+    (base.DEVICE_BOUND stay the device's): a tiny GPT trains as it does on the kernels, and what has no
+    kernel at all (exact GELU's erf, logsumexp, tril) gives device arrays too."""
+    kernel_losses, kernel_params = _train_tiny_gpt("cuda")
+    with backend.use("numpy"):
+        assert backend.selected("matmul", "cuda") == "numpy" and backend.selected("zeros", "cuda") == "cuda"
+        losses, params = _train_tiny_gpt("cuda")
+        x = mg.randn(3, 5, device="cuda", requires_grad=True)
+        (nn.functional.gelu(x) + x.logsumexp(-1, keepdim=True) + x.tril()).sum().backward()
+        device_array = type(cuda_runtime.xp.zeros(1))
+        assert isinstance(x.grad.data, device_array) and isinstance(mg.zeros(2, device="cuda").data, device_array)
+    np.testing.assert_allclose(losses, kernel_losses, rtol=1e-4)
+    for name, value in kernel_params.items():
+        np.testing.assert_allclose(params[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: "bfloat16" if d is None else np.dtype(d).name)
+def test_16_bit_tensors_keep_their_dtype_on_cuda(cuda_runtime, dtype):
+    """CuPy's where (and so its tril / triu) has no bfloat16 version and computes in float32: minigrad's
+    results and gradients stay bfloat16 all the same."""
+    half = {np.dtype(np.float16): mg.float16}.get(np.dtype(dtype), getattr(mg, "bfloat16", None))
+    x = mg.randn(4, 4, device="cuda").to(half).requires_grad_()
+    outs = [mg.where(x > 0, x, mg.zeros_like(x)), x.tril(), x.triu(1), x.masked_fill(x > 0, 0.0), x.relu()]
+    assert [o.dtype for o in outs] == [half] * len(outs)
+    sum(o.float().sum() for o in outs).backward()
+    assert x.grad.dtype is half and x.grad.device == "cuda"
+    gathered = x.gather(1, mg.tensor([[0, 0], [1, 3], [2, 2], [3, 3]], device="cuda"))
+    (gathered.float().sum() + x[[0, 0, 2]].float().sum()).backward()
+    assert x.grad.dtype is half
+
+
+def test_emulated_device_arrays_refuse_what_cupy_refuses(cuda_runtime):
+    """The emulated runtime's arrays fail where CuPy's would, so CI catches what only a GPU run would."""
+    if cuda_runtime.name != "emulated":
+        pytest.skip("checks the emulator (CuPy itself runs on a GPU)")
+    from cuda_emu_support import DeviceArray, _cupy
+    a = np.arange(6.0).reshape(2, 3).view(DeviceArray)
+    with pytest.raises(TypeError, match="host"):
+        a + np.ones(3)
+    if _cupy is None:
+        pytest.skip("needs the cupy package (in the test extra) to read CuPy's signatures")
+    with pytest.raises(TypeError, match="initial"):
+        np.max(a, axis=1, initial=0.0)
+    with pytest.raises(TypeError, match="CuPy has no"):
+        np.frompyfunc(math.erf, 1, 1)(a)
+    assert np.max(a, axis=1, keepdims=True).shape == (2, 1)
+    for bfloat16 in HALF_NP_DTYPES - {np.dtype(np.float16)}:  # (from ml_dtypes, when it is installed)
+        b = a.astype(bfloat16)
+        with pytest.raises(TypeError, match="ufunc.at"):
+            np.add.at(b, np.array([0, 0]), b[0, :1])
+        assert np.where(a > 0, b, b).dtype == np.float32  # CuPy's where, without a bfloat16 loop
+
+
 def test_a_model_on_cuda_saves_and_loads(cuda_runtime, tmp_path):
     model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).to("cuda")
     assert all(p.device == "cuda" for p in model.parameters())
@@ -668,7 +723,8 @@ def test_index_add_of_a_row_gather_is_deterministic_and_matches(cuda_runtime, dt
     (np.array([[0], [5], [0]]), slice(1, 3), np.array([3, 3])),  # two arrays broadcast, a slice between
     (Ellipsis, np.array([2, 0, 2, 2])),                          # along the last dim
     (np.array([4, 4]), 1),                                       # an array and an int
-], ids=["dim1", "broadcast", "last", "with_int"])
+    (np.array([0, 5, 0]), np.array([1, 2, 1])),                  # two arrays: x[i, j], a 2-d bool mask's
+], ids=["dim1", "broadcast", "last", "with_int", "two_arrays"])
 @pytest.mark.parametrize("contiguous", [True, False])
 def test_index_add_of_any_index_is_deterministic_np_add_at(cuda_runtime, index, contiguous, dtype):
     """The backward of x[index] for integer indices other than a row gather: scatter.cu's sorted

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from minigrad.backend.cuda_runtime import module_source
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
 SOURCES = sorted(KERNELS.glob("*.cu"))  # the kernel files; not the headers (*.cuh), which they include
@@ -65,9 +67,10 @@ NVRTC, NVRTC_MISSING = _nvrtc()
 
 
 def nvrtc_compile(source: Path, arch: str, extra_options=()) -> bytes:
-    """PTX (compute_XX) or CUBIN (sm_XX) of `source`; fails the test with NVRTC's log."""
+    """PTX (compute_XX) or CUBIN (sm_XX) of `source`, as the CUDA runtime gives it to RawModule; fails the test
+    with NVRTC's log."""
     nvrtc = NVRTC
-    prog = nvrtc.createProgram(source.read_text(), source.name, [], [])
+    prog = nvrtc.createProgram(module_source(str(source.parent), source.stem), source.name, [], [])
     try:
         error = None
         try:
@@ -93,6 +96,18 @@ def check_entry_points(name: str, ptx: str):
     assert not mangled, f"{name}: entry points without extern \"C\" (mangled names): {mangled}"
     missing = [e for e in entries if e.endswith("_f32") and e[:-4] + "_f64" not in entries]
     assert not missing, f"{name}: float32 entry points without a float64 twin: {missing}"
+
+
+def test_a_header_change_changes_the_compiled_text(tmp_path):
+    """CuPy's kernel cache is keyed by the source text RawModule gets: module_source puts the headers'
+    digest in it, so an edited common.cuh cannot load a binary built from the old one."""
+    for f in SOURCES[:1] + HEADERS:
+        shutil.copy(f, tmp_path / f.name)
+    family = SOURCES[0].stem
+    before = module_source(str(tmp_path), family)
+    assert before.endswith(SOURCES[0].read_text())
+    (tmp_path / "common.cuh").write_text((tmp_path / "common.cuh").read_text() + "\n// edited\n")
+    assert module_source(str(tmp_path), family) != before
 
 
 def test_there_are_kernels():

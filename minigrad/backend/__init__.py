@@ -19,10 +19,10 @@ import importlib.util
 import os
 import threading
 import warnings
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from minigrad.backend import numpy_ref
-from minigrad.backend.base import PRIMITIVES
+from minigrad.backend.base import DEVICE_BOUND, PRIMITIVES
 from minigrad.device import Device
 
 __all__ = ["register", "unregister", "dispatch", "use", "available", "selected", "PRIMITIVES", "cuda_runtime_error",
@@ -177,12 +177,14 @@ _cuda_lock = threading.Lock()  # one load at a time, when threads reach 'cuda' f
 
 def register_cuda(runtime) -> None:
     """Run the 'cuda' device on `runtime` (cuda_runtime.py's interface): the CUDA backend's kernels, with
-    numpy_ref on the device arrays for every other primitive. Both enter the registry in one assignment,
-    so no dispatch table is ever built from half of them."""
+    numpy_ref on the device arrays for every other primitive but the DEVICE_BOUND ones (numpy_ref's would
+    make host arrays), also under use("numpy"). Both enter the registry in one assignment, so no dispatch
+    table is ever built from half of them."""
     from minigrad.backend import cuda
 
     cuda.use_runtime(runtime)
-    _registry["cuda"] = [(10, "cuda", cuda), (0, "numpy", numpy_ref)]
+    on_device_arrays = SimpleNamespace(**{p: getattr(numpy_ref, p) for p in PRIMITIVES if p not in DEVICE_BOUND})
+    _registry["cuda"] = [(10, "cuda", cuda), (0, "numpy", on_device_arrays)]
     _tables.clear()
 
 

@@ -25,11 +25,19 @@ pools and the RNN cells never accumulate in 16 bits. Exceptions, by contract:
   would put an error of up to 2^-9 * |lse| in every recomputed probability);
 - elementwise ufuncs (add, mul, exp, ...) round once per element by nature; layout, indexing and
   comparisons do not round at all;
-- the in-place optimizer steps and index_add_ / scatter_add update 16-bit arrays in their own dtype
-  (mixed precision keeps parameters and their gradients in float32).
+- the in-place optimizer steps update 16-bit arrays in their own dtype (mixed precision keeps parameters
+  and their gradients in float32); index_add_ and scatter_add_along_axis add all the contributions to an
+  element in float32, in index order, to its float32 value, and round once.
 A backend whose kernels lack 16-bit versions sends those arrays to numpy_ref, which implements the
 contract (see its `in_float32`).
 """
+
+# The primitives that make an array from Python values, a shape or host memory (and to_host, its inverse):
+# no input array tells them which device the result belongs to, so each device's own backend provides
+# them, and a backend that runs on another device's arrays as a fallback (numpy_ref on CuPy arrays) never
+# does, whatever backend.use() prefers.
+DEVICE_BOUND = ("asarray", "from_host", "to_host", "empty", "zeros", "ones", "full", "arange", "linspace", "eye",
+                "make_generator")
 
 PRIMITIVES = {
     # ---- creation and conversion ------------------------------------------------------------

@@ -585,7 +585,7 @@ def _rows_index(index):
     first, rest = items[0] if items else None, items[1:]
     if getattr(first, "dtype", None) is None or first.dtype.kind not in "iu":
         return None
-    if any(item is not Ellipsis and item != slice(None) for item in rest):
+    if any(item is not Ellipsis and not (isinstance(item, slice) and item == slice(None)) for item in rest):
         return None
     return first
 
@@ -595,9 +595,15 @@ def index_add_(out, index, values):
     integer array along the first dim (a row gather) runs embedding.cu's row scatter-add, any other integer
     index scatter.cu's; both add each element's values in index order without atomics, so the gradient is the
     same bits on every run (np.add.at's). A basic index (no arrays) touches each element once: numpy_ref's
-    `out[index] += values`. 16-bit arrays, whose sums round in their own dtype (base.py), also run numpy_ref's
-    (CuPy's np.add.at: atomic adds)."""
-    if not numpy_ref._has_index_array(index) or _suffix(out, values) is None:
+    `out[index] += values`. 16-bit arrays: the same in float32, rounded once (base.py)."""
+    if not numpy_ref._has_index_array(index):
+        return numpy_ref.index_add_(out, index, values)
+    if out.dtype in HALF_NP_DTYPES and values.dtype == out.dtype:
+        wide = out.astype(np.float32)
+        index_add_(wide, index, values.astype(np.float32))
+        out[...] = wide.astype(out.dtype)
+        return None
+    if _suffix(out, values) is None:
         return numpy_ref.index_add_(out, index, values)
     rows = _rows_index(index)
     if rows is not None and out.ndim and out.flags.c_contiguous and out.shape[0] and \
@@ -633,6 +639,8 @@ def _scatter_add_flat(out, positions, values):
 
 
 def scatter_add_along_axis(shape, index, values, axis, dtype):
+    if np.dtype(dtype) in HALF_NP_DTYPES and values.dtype == dtype:  # in float32, rounded once (base.py)
+        return scatter_add_along_axis(shape, index, values.astype(np.float32), axis, np.float32).astype(dtype)
     if _suffix(values) is None or np.dtype(dtype) != values.dtype:
         return numpy_ref.scatter_add_along_axis(shape, index, values, axis, dtype)
     out = rt.xp.zeros(shape, dtype=dtype)

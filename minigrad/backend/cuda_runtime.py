@@ -19,10 +19,15 @@ CPU emulator of tests/cuda_emu) where CI has no GPU.
 
 Compilation: the first launch of a kernel of `family` compiles kernels/<family>.cu with NVRTC through
 `cupy.RawModule` (with the kernels directory on the include path, for common.cuh); CuPy caches the
-binary on disk (~/.cupy/kernel_cache), so later processes load it without compiling.
+binary on disk (~/.cupy/kernel_cache), so later processes load it without compiling. CuPy's cache key is
+the source text, which does not show a change to an included header: `module_source` adds the headers'
+digest to it. CuPy compiles with -ftz=true (float32 subnormals, below 1.2e-38, flush to zero; float64
+keeps them) and NVRTC contracts a * b + c into one FMA: results differ from numpy_ref's in the last bits,
+within the tolerances the tests use.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from pathlib import Path
 
@@ -56,6 +61,16 @@ def kernels_dir() -> str:
     return str(found)
 
 
+def module_source(kernels: str, family: str) -> str:
+    """The text RawModule compiles for kernels/<family>.cu: the file, after a comment with the digest of the
+    headers (*.cuh) it may include, so that CuPy's on-disk cache, keyed by this text, misses when a header
+    changes instead of loading a binary built from the old one."""
+    digest = hashlib.sha256()
+    for header in sorted(Path(kernels).glob("*.cuh")):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
+    return f"// headers: sha256 {digest.hexdigest()}\n" + (Path(kernels) / f"{family}.cu").read_text()
+
+
 class CupyRuntime:
     """The runtime on a real GPU: CuPy arrays, kernels as CuPy RawModule functions."""
 
@@ -77,8 +92,8 @@ class CupyRuntime:
         if fn is None:
             module = self._modules.get(family)
             if module is None:
-                source = (Path(self._kernels_dir) / f"{family}.cu").read_text()
-                module = self.xp.RawModule(code=source, options=("--include-path=" + self._kernels_dir,))
+                module = self.xp.RawModule(code=module_source(self._kernels_dir, family),
+                                           options=("--include-path=" + self._kernels_dir,))
                 self._modules[family] = module
             fn = self._functions[(family, name)] = module.get_function(name)
         return fn

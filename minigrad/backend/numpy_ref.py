@@ -171,7 +171,7 @@ def relu(x):
 
 def relu_backward(dout, out):
     # the subgradient 0 at x == 0; a nan (out is nan) passes the gradient, as in PyTorch
-    return np.where(out <= 0, dout.dtype.type(0), dout)
+    return where(out <= 0, 0, dout)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -181,8 +181,16 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 def _erf(x):
     # NumPy has no erf ufunc; math.erf per element is exact and fine for a reference. (asarray, not
-    # .astype: on a 0-d input frompyfunc returns a Python float.)
+    # .astype: on a 0-d input frompyfunc returns a Python float.) A device array has no frompyfunc.
+    if _xp(x) is not np:
+        return _device_erf(x)
     return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=x.dtype)
+
+
+def _device_erf(x):
+    """erf of a CuPy array (CuPy's own, in cupyx.scipy.special)."""
+    from cupyx.scipy.special import erf
+    return erf(x)
 
 
 @in_float32
@@ -213,7 +221,16 @@ def clip(x, lo, hi):
 # ---- elementwise, binary ----------------------------------------------------------------------
 
 add, sub, mul, div, pow = np.add, np.subtract, np.multiply, np.true_divide, np.power
-maximum, minimum, where = np.maximum, np.minimum, np.where
+maximum, minimum = np.maximum, np.minimum
+
+
+def where(cond, a, b):
+    out = np.where(cond, a, b)
+    # CuPy's where has no bfloat16 version and selects in float32: the 16-bit dtype of the operands is
+    # restored (exactly: every value came from it). NumPy keeps it, and this changes nothing.
+    kinds = {x.dtype for x in (a, b) if hasattr(x, "dtype")}
+    half = kinds.pop() if len(kinds) == 1 else None
+    return out.astype(half) if half in HALF_NP_DTYPES and out.dtype != half else out
 eq, ne, lt, le, gt, ge = np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal
 logical_and, logical_or = np.logical_and, np.logical_or
 
@@ -244,8 +261,14 @@ def argmin(x, axis, keepdims):
 def _stable_max(x, axis, keep_posinf=False):
     # The row max, with -inf rows mapped to 0 so that x - max stays -inf (not nan) for them; +inf too,
     # unless keep_posinf (softmax: inf - inf = nan makes the whole row nan, as in PyTorch; logsumexp is inf).
-    # initial=-inf: a row of no elements (an empty reduced dim) has max -inf, hence 0, instead of raising.
-    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    # A row of no elements (an empty reduced dim) has max -inf, hence 0, instead of raising. (Not
+    # np.max's initial=-inf, which CuPy does not take.)
+    axes = range(x.ndim) if axis is None or x.ndim == 0 else \
+        [a % x.ndim for a in (axis if isinstance(axis, tuple) else (axis,))]
+    if [a for a in axes if x.shape[a] == 0]:  # (`any` is this module's primitive)
+        m = _xp(x).full([1 if d in axes else n for d, n in enumerate(x.shape)], -np.inf, dtype=x.dtype)
+    else:
+        m = np.max(x, axis=axis, keepdims=True)
     return np.where(m == -np.inf, 0, m) if keep_posinf else np.where(np.isfinite(m), m, 0)
 
 
@@ -322,10 +345,15 @@ def getitem(x, index):
 
 
 def index_add_(out, index, values):
-    if _has_index_array(index):
-        _xp(out).add.at(out, index, values)  # unbuffered: repeated indices accumulate (CuPy: cupy.add.at)
-    else:
+    if not _has_index_array(index):
         out[index] += values  # a basic index selects each element at most once
+    elif out.dtype in HALF_NP_DTYPES and values.dtype == out.dtype:
+        # 16 bits: each element's value and all its additions in float32, rounded once (base.py)
+        wide = out.astype(np.float32)
+        index_add_(wide, index, values.astype(np.float32))
+        out[...] = wide.astype(out.dtype)
+    else:
+        _xp(out).add.at(out, index, values)  # unbuffered: repeated indices accumulate (CuPy: cupy.add.at)
 
 
 def _has_index_array(index) -> bool:
@@ -347,11 +375,11 @@ def pad(x, pad_width, value):
 
 
 def tril(x, k):
-    return np.tril(x, k)
+    return np.tril(x, k).astype(x.dtype, copy=False)  # (CuPy's tril runs its where: bfloat16 comes back float32)
 
 
 def triu(x, k):
-    return np.triu(x, k)
+    return np.triu(x, k).astype(x.dtype, copy=False)  # (see tril)
 
 
 def take_along_axis(x, index, axis):
@@ -359,6 +387,8 @@ def take_along_axis(x, index, axis):
 
 
 def scatter_add_along_axis(shape, index, values, axis, dtype):
+    if np.dtype(dtype) in HALF_NP_DTYPES and values.dtype == dtype:  # sums in float32, rounded once (base.py)
+        return scatter_add_along_axis(shape, index, values.astype(np.float32), axis, np.float32).astype(dtype)
     out = _xp(values).zeros(shape, dtype=dtype)
     # Build a full index tuple: `index` along `axis`, the broadcast position along every other axis.
     xp, ndim = _xp(index), index.ndim
