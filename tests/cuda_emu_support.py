@@ -278,10 +278,12 @@ def _cupy_function(func):
     return getattr(namespace, func.__name__, None)
 
 
-def _refuse_what_cupy_lacks(func, args, kwargs):
+def _refuse_what_cupy_lacks(func, args, kwargs, mine=None):
+    """Raise TypeError where CuPy's version of the NumPy function `func` (or `mine`, given) would refuse the
+    call: no such function, or arguments its signature does not take."""
     if _cupy is None:
         return
-    mine = _cupy_function(func)
+    mine = mine or _cupy_function(func)
     if mine is None:
         raise TypeError(f"numpy.{func.__name__} on a device array: CuPy has no {func.__name__}")
     try:
@@ -367,7 +369,13 @@ class DeviceModule:
         if isinstance(value, np.ufunc):  # (ufuncs keep their methods, such as add.at, as CuPy's do)
             return value
         if callable(value) and not isinstance(value, type):
-            return lambda *args, **kwargs: to_device_arrays(value(*args, **kwargs))
+            if _cupy is not None and getattr(_cupy, name, None) is None:
+                raise AttributeError(f"the emulated cupy module has no {name}: CuPy has none")
+
+            def call(*args, **kwargs):
+                _refuse_what_cupy_lacks(value, args, kwargs, mine=getattr(_cupy, name, None))
+                return to_device_arrays(value(*args, **kwargs))
+            return call
         return value
 
     # cupy.lib.stride_tricks.as_strided(x, shape=None, strides=None): CuPy's signature (no `writeable`)
