@@ -782,6 +782,29 @@ def test_max_pool2d_backward_is_deterministic(cuda_runtime, kernel, stride, padd
     assert_matches(runs[0], ref, dtype, n=window, scale=window * 1e4)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode", [((3, 3), (2, 2), (1, 1), (1, 1), True),
+                                                                          ((2, 3), (1, 2), (0, 1), (2, 1), False)])
+def test_pooling_runs_pool_cu(cuda_runtime, kernel, stride, padding, dilation, ceil_mode, dtype):
+    """max_pool2d / avg_pool2d forward and backward on kernels/pool.cu (a strided input made contiguous)
+    against the reference; max pooling's values and argmax exactly."""
+    rt = cuda_runtime
+    x = rand((2, 3, 9, 8), dtype, 6, scale=100)
+    x_dev = device(rt, x.transpose(0, 1, 3, 2).copy()).transpose(0, 1, 3, 2)  # (non-contiguous)
+    out, argmax = cuda.max_pool2d_forward(x_dev, kernel, stride, padding, dilation, ceil_mode)
+    ref_out, ref_argmax = numpy_ref.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+    np.testing.assert_array_equal(host(rt, out), ref_out)
+    np.testing.assert_array_equal(host(rt, argmax), ref_argmax)
+    check_launched(rt, "max_pool2d_forward_")
+    args = (kernel, stride, padding, ceil_mode, True)
+    avg = cuda.avg_pool2d_forward(x_dev, *args)
+    assert_matches(host(rt, avg), numpy_ref.avg_pool2d_forward(x, *args), dtype, n=6, scale=100)
+    dout = rand(avg.shape, dtype, 7, scale=100)
+    dx = cuda.avg_pool2d_backward(device(rt, dout), x.shape, *args)
+    assert_matches(host(rt, dx), numpy_ref.avg_pool2d_backward(dout, x.shape, *args), dtype, n=9, scale=100)
+    check_launched(rt, "avg_pool2d_forward_", "avg_pool2d_backward_")
+
+
 def test_out_of_range_indices_on_cuda_raise_like_on_the_cpu(cuda_runtime):
     """CuPy wraps out-of-range integer indices around; minigrad checks them on the GPU so that they raise."""
     x = mg.arange(12.0, device="cuda").reshape(3, 4)
@@ -811,7 +834,9 @@ def test_16_bit_inputs_run_the_float32_kernels(cuda_runtime, dtype):
     x = rand((4, 40), np.float32, 1, 4.0).astype(dtype)
     q = rand((1, 2, 5, 8), np.float32, 2).astype(dtype)
     cases = [("softmax_forward", (x, 1)), ("log_softmax_forward", (x, 1)), ("layer_norm_forward", (x, None, None, 1e-5)),
-             ("attention_forward", (q, q, q, None, True, 0.5)), ("gelu_forward", (x, "tanh")), ("sum", (x, 1, False))]
+             ("attention_forward", (q, q, q, None, True, 0.5)), ("gelu_forward", (x, "tanh")), ("sum", (x, 1, False)),
+             ("max_pool2d_forward", (x.reshape(1, 4, 5, 8), (2, 2), (2, 2), (0, 0), (1, 1), False)),
+             ("avg_pool2d_forward", (x.reshape(1, 4, 5, 8), (2, 2), (1, 1), (1, 1), False, True))]
     for name, args in cases:
         got = getattr(cuda, name)(*[device(rt, a) if isinstance(a, np.ndarray) else a for a in args])
         ref = getattr(numpy_ref, name)(*args)
@@ -820,7 +845,7 @@ def test_16_bit_inputs_run_the_float32_kernels(cuda_runtime, dtype):
             assert g.dtype == r.dtype, (name, g.dtype, r.dtype)
             np.testing.assert_allclose(g.astype(np.float64), r.astype(np.float64), rtol=1e-2, atol=1e-2, err_msg=name)
     check_launched(rt, "softmax_forward_", "log_softmax_forward_", "layernorm_forward_", "attention_forward_",
-                   "bias_gelu_forward_", "reduce_sum_")
+                   "bias_gelu_forward_", "reduce_sum_", "max_pool2d_forward_f32", "avg_pool2d_forward_f32")
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: "bfloat16" if d is None else np.dtype(d).name)

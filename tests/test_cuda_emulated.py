@@ -552,6 +552,61 @@ def test_scatter_add_sorted_is_np_add_at_to_the_bit(emu, size, n, dtype):
         assert np.array(out).tobytes() == ref.tobytes(), np.max(np.abs(np.array(out) - ref))
 
 
+# ---- pool.cu ------------------------------------------------------------------------------------------------
+
+POOL_CASES = [  # (x shape, kernel, stride, padding, dilation, ceil_mode)
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0), (1, 1), False),
+    ((2, 3, 7, 9), (3, 3), (1, 1), (1, 1), (1, 1), False),  # overlapping windows
+    ((1, 2, 8, 33), (2, 3), (2, 3), (1, 1), (1, 1), True),  # ceil_mode: a last window past the input
+    ((1, 1, 11, 10), (3, 2), (2, 1), (1, 0), (2, 3), False),  # dilation (max only)
+]
+
+
+def _pool_args(x_shape, out_hw, kernel, stride, padding):
+    n, c, h, w = x_shape
+    return (i64(n * c), i32(h), i32(w), i32(out_hw[0]), i32(out_hw[1]), *map(i32, kernel), *map(i32, stride),
+            *map(i32, padding))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOL_CASES)
+def test_max_pool2d_forward_matches_reference(emu, shape, kernel, stride, padding, dilation, ceil_mode, dtype):
+    """Window max and argmax: ties go to the first element, nan wins, an all -inf window points at its
+    first real element: numpy_ref's values and indices exactly."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-3, 4, shape).astype(dtype)  # small integers: many ties
+    if x.size > 20:
+        x.reshape(-1)[[-5, -17]] = np.nan  # (in the last plane)
+        x[0, 0, :2] = -np.inf  # whole windows of -inf at the top
+    ref_out, ref_arg = numpy_ref.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+    out, arg = emu.empty(ref_out.shape, dtype), emu.empty(ref_out.shape, np.int64)
+    emu.launch(f"max_pool2d_forward_{SUFFIX[dtype]}", 3, 64, out, arg, emu.array(x),
+               *_pool_args(shape, ref_out.shape[2:], kernel, stride, padding), *map(i32, dilation))
+    np.testing.assert_array_equal(np.array(out), ref_out)  # (nan positions included)
+    np.testing.assert_array_equal(np.array(arg), ref_arg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", [c for c in POOL_CASES if c[4] == (1, 1)])
+def test_avg_pool2d_matches_reference(emu, shape, kernel, stride, padding, dilation, ceil_mode, count_include_pad,
+                                      dtype):
+    x = uniform(shape, dtype, 1, scale=1e4)
+    args = (kernel, stride, padding, ceil_mode, count_include_pad)
+    ref = numpy_ref.avg_pool2d_forward(x, *args)
+    divisor = numpy_ref.avg_pool_divisor(shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, x)
+    geometry = _pool_args(shape, ref.shape[2:], kernel, stride, padding)
+    out = emu.empty(ref.shape, dtype)
+    emu.launch(f"avg_pool2d_forward_{SUFFIX[dtype]}", 2, 32, out, emu.array(x), emu.array(divisor), *geometry)
+    window = kernel[0] * kernel[1]
+    assert_close("avg_pool2d_forward", out, ref, scale=1e4, n=window)
+    dout = uniform(ref.shape, dtype, 2, scale=1e4)
+    ref_dx = numpy_ref.avg_pool2d_backward(dout, shape, *args)
+    dx = emu.empty(shape, dtype)
+    emu.launch(f"avg_pool2d_backward_{SUFFIX[dtype]}", 3, 64, dx, emu.array(dout), emu.array(divisor), *geometry)
+    assert_close("avg_pool2d_backward", dx, ref_dx, scale=1e4, n=window)
+
+
 # ---- adamw.cu ------------------------------------------------------------------------------------------
 
 

@@ -649,6 +649,29 @@ def scatter_add_along_axis(shape, index, values, axis, dtype):
     return out
 
 
+# ---- pool.cu, and scatter.cu for max pooling's backward ---------------------------------------------------
+
+
+def _pool_args(x_shape, out_hw, kernel, stride, padding):
+    n, c, h, w = x_shape
+    return (_i64(n * c), _i32(h), _i32(w), _i32(out_hw[0]), _i32(out_hw[1]), *map(_i32, kernel), *map(_i32, stride),
+            *map(_i32, padding))
+
+
+@in_float32  # (16 bits: the max of float32 copies is one of the 16-bit values, rounded back exactly)
+def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
+    if _suffix(x) is None or x.ndim != 4 or x.size == 0:
+        return numpy_ref.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+    x = _contiguous(x)
+    out_hw, _ = numpy_ref._pool_geometry(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    out = rt.xp.empty(x.shape[:2] + out_hw, dtype=x.dtype)
+    argmax = rt.xp.empty(out.shape, dtype=np.int64)
+    if out.size:
+        _launch("pool", f"max_pool2d_forward_{_SUFFIX[x.dtype]}", (_blocks(out.size, 256),), (256,), out, argmax, x,
+                *_pool_args(x.shape, out_hw, kernel, stride, padding), *map(_i32, dilation))
+    return out, argmax
+
+
 @in_float32
 def max_pool2d_backward(dout, argmax, input_shape):
     if _suffix(dout) is None:
@@ -658,6 +681,31 @@ def max_pool2d_backward(dout, argmax, input_shape):
     # argmax is a flat index into each (h, w) plane: add the plane's offset
     positions = argmax + rt.xp.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
     _scatter_add_flat(dx, positions, dout)
+    return dx
+
+
+@in_float32
+def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
+    if _suffix(x) is None or x.ndim != 4 or x.size == 0:
+        return numpy_ref.avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
+    x = _contiguous(x)
+    divisor = _contiguous(numpy_ref.avg_pool_divisor(x.shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, x))
+    out = rt.xp.empty(x.shape[:2] + divisor.shape, dtype=x.dtype)
+    if out.size:
+        _launch("pool", f"avg_pool2d_forward_{_SUFFIX[x.dtype]}", (_blocks(out.size, 256),), (256,), out, x, divisor,
+                *_pool_args(x.shape, divisor.shape, kernel, stride, padding))
+    return out
+
+
+@in_float32
+def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad):
+    if _suffix(dout) is None or math.prod(input_shape) == 0:
+        return numpy_ref.avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad)
+    dout = _contiguous(dout)
+    divisor = _contiguous(numpy_ref.avg_pool_divisor(input_shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, dout))
+    dx = rt.xp.empty(input_shape, dtype=dout.dtype)  # every element is written
+    _launch("pool", f"avg_pool2d_backward_{_SUFFIX[dout.dtype]}", (_blocks(dx.size, 256),), (256,), dx, dout, divisor,
+            *_pool_args(input_shape, divisor.shape, kernel, stride, padding))
     return dx
 
 

@@ -277,16 +277,11 @@ def max_pool2d_backward(dout, argmax, input_shape):
     return dx
 
 
-def _divisor(hw, kernel, stride, padding, ceil_mode, count_include_pad, like):
-    out_hw, _ = numpy_ref._pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
-    return numpy_ref._avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, like)
-
-
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
     """x (N, C, H, W) -> out (N, C, Ho, Wo): window means (the divisor as in numpy_ref)."""
     if not supported(x):
         return numpy_ref.avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
-    divisor = _divisor(x.shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, x)
+    divisor = numpy_ref.avg_pool_divisor(x.shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, x)
     out = np.empty(x.shape[:2] + divisor.shape, x.dtype)
     launch(_avg_pool, x.size, out, kernel_array(x), divisor, *kernel, *stride, *padding)
     return out
@@ -296,7 +291,7 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, c
     """-> dx (input_shape) for out = avg_pool2d_forward(x, ...)."""
     if not supported(dout):
         return numpy_ref.avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad)
-    divisor = _divisor(input_shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, dout)
+    divisor = numpy_ref.avg_pool_divisor(input_shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, dout)
     dx = np.empty(input_shape, dout.dtype)
     launch(_avg_pool_backward, dx.size, dx, kernel_array(dout), divisor, *kernel, *stride, *padding)
     return dx

@@ -799,10 +799,11 @@ def max_pool2d_backward(dout, argmax, input_shape):
     return dx.astype(dout.dtype).reshape(input_shape)  # (bincount sums in float64)
 
 
-def _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, like):
+def avg_pool_divisor(hw, kernel, stride, padding, ceil_mode, count_include_pad, like):
     """(Ho, Wo) element counts of the windows, of `like`'s dtype and array module: the window clipped to the
     padded input, or, without count_include_pad, to the input itself. A window is a rectangle, so its count
-    is a product."""
+    is a product. (Shared with the Numba and CUDA kernels, which divide by it.)"""
+    out_hw, _ = _pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
     counts = []
     for size, k, s, p, out in zip(hw, kernel, stride, padding, out_hw):
         start = _xp(like).arange(out) * s - p
@@ -815,11 +816,11 @@ def _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, li
 
 @in_float32
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
-    # Sum each window of the zero-padded input and divide by its element count (see _avg_pool_divisor).
+    # Sum each window of the zero-padded input and divide by its element count (see avg_pool_divisor).
     hw = x.shape[2:]
     out_hw, widths = _pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
     sums = _windows(_pad_hw(x, widths), kernel, stride, (1, 1)).sum(axis=(2, 3))
-    return sums / _avg_pool_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, x)
+    return sums / avg_pool_divisor(hw, kernel, stride, padding, ceil_mode, count_include_pad, x)
 
 
 @in_float32
@@ -828,7 +829,7 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, c
     # (a view), scatter-add it back onto the padded input (col2im), and crop the padding.
     n, c, h, w = input_shape
     (ho, wo), ((top, bottom), (left, right)) = _pool_geometry((h, w), kernel, stride, padding, (1, 1), ceil_mode)
-    grad = dout / _avg_pool_divisor((h, w), kernel, stride, padding, (ho, wo), count_include_pad, dout)
+    grad = dout / avg_pool_divisor((h, w), kernel, stride, padding, ceil_mode, count_include_pad, dout)
     cols = np.broadcast_to(grad[:, :, None, None], (n, c, *kernel, ho, wo))
     dxp = _col2im(cols, (n, c, top + h + bottom, left + w + right), stride, (1, 1))
     return _xp(dxp).ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
