@@ -9,9 +9,12 @@
 //       (blockIdx.x * blockDim.x + threadIdx.x + k*gridDim.x*blockDim.x): a warp copies 32 consecutive
 //       floats of one row (coalesced). block = (B) threads, any B; grid = (ceil(D / B), min(n, 65535)).
 //   embedding_backward_T(T* dweight, const T* dout, const long long* indices, long long n, int V, int D,
-//                        long long padding_idx)
+//                        long long padding_idx, int accumulate)
 //       dweight[v, :] = sum of dout[i, :] over the i with indices[i] == v, in increasing i; the row
 //       padding_idx stays 0 (padding_idx = -1: none). Writes every element of dweight (no zeroing needed).
+//       accumulate = 1 (index_add_ of a row gather; padding_idx -1): the sum starts from dweight's own
+//       value instead of 0, so dweight[v, :] = ((dweight[v, :] + dout[i1, :]) + dout[i2, :]) + ...: the
+//       additions of np.add.at(dweight, indices, dout), in its order.
 //       Deterministic without atomics and without sorting ("owner computes"): block (bx, by) owns the 32
 //       vocabulary rows 32*bx .. 32*bx+31 (EMB_ROWS) and the columns by*B .. by*B+B-1; thread t owns
 //       column by*B + t and keeps its 32 accumulators in shared memory (acc[32][B], only ever touched by
@@ -44,7 +47,7 @@ __device__ __forceinline__ void embedding_forward(T* __restrict__ out, const T* 
 template <typename T>
 __device__ __forceinline__ void embedding_backward(T* __restrict__ dweight, const T* __restrict__ dout,
                                                    const long long* __restrict__ indices, long long n, int V,
-                                                   int D, long long padding_idx) {
+                                                   int D, long long padding_idx, int accumulate) {
     __shared__ T acc[EMB_ROWS][EMB_MAX_COLS];
     __shared__ long long chunk_idx[EMB_MAX_COLS];
     const int t = threadIdx.x, B = blockDim.x;
@@ -53,7 +56,8 @@ __device__ __forceinline__ void embedding_backward(T* __restrict__ dweight, cons
     for (long long v0 = (long long)blockIdx.x * EMB_ROWS; v0 < V; v0 += (long long)gridDim.x * EMB_ROWS) {
         for (long long c0 = (long long)blockIdx.y * B; c0 < D; c0 += (long long)gridDim.y * B) {
             const long long col = c0 + t;
-            for (int r = 0; r < EMB_ROWS; ++r) acc[r][t] = T(0);
+            for (int r = 0; r < EMB_ROWS; ++r)
+                acc[r][t] = (accumulate && col < D && v0 + r < V) ? dweight[(v0 + r) * D + col] : T(0);
             for (long long base = 0; base < n; base += B) {
                 chunk_idx[t] = base + t < n ? indices[base + t] : -1;
                 __syncthreads();
@@ -82,8 +86,9 @@ __device__ __forceinline__ void embedding_backward(T* __restrict__ dweight, cons
     }                                                                                                      \
     extern "C" __global__ void embedding_backward_##SUF(T* __restrict__ dweight, const T* __restrict__ dout,\
                                                         const long long* __restrict__ indices, long long n,\
-                                                        int V, int D, long long padding_idx) {             \
-        embedding_backward<T>(dweight, dout, indices, n, V, D, padding_idx);                               \
+                                                        int V, int D, long long padding_idx,               \
+                                                        int accumulate) {                                  \
+        embedding_backward<T>(dweight, dout, indices, n, V, D, padding_idx, accumulate);                   \
     }
 
 MG_EMBEDDING_ENTRIES(float, f32)

@@ -522,11 +522,19 @@ def test_embedding_matches_reference(emu, padding, v, d, n, dtype):
     for grid, block in [((2, 1), 32), ((1, 2), 128), ((3, 3), 64)]:
         dweight = emu.empty((v, d), dtype)
         emu.launch(f"embedding_backward_{sfx}", grid, block, dweight, emu.array(dout), emu.array(indices, np.int64),
-                   i64(n), i32(v), i32(d), i64(-1 if padding_idx is None else padding_idx))
+                   i64(n), i32(v), i32(d), i64(-1 if padding_idx is None else padding_idx), i32(0))
         results.append(np.array(dweight))
     # a sum in increasing index order, as np.add.at: the same bits, whatever the launch
     for r in results:
         assert r.tobytes() == ref.tobytes(), np.max(np.abs(r - ref))
+    if padding_idx is None:  # accumulate: onto the table's own values, np.add.at(table, indices, dout) exactly
+        table = rng.standard_normal((v, d)).astype(dtype) * 100
+        expected = table.copy()
+        np.add.at(expected, indices, dout)
+        onto = emu.array(table)
+        emu.launch(f"embedding_backward_{sfx}", (2, 2), 64, onto, emu.array(dout), emu.array(indices, np.int64),
+                   i64(n), i32(v), i32(d), i64(-1), i32(1))
+        assert np.array(onto).tobytes() == expected.tobytes()
 
 
 # ---- scatter.cu -----------------------------------------------------------------------------------------

@@ -570,13 +570,20 @@ def embedding_forward(weight, indices):
 def embedding_backward(dout, indices, num_embeddings, padding_idx):
     if _suffix(dout) is None or dout.shape[-1] == 0 or num_embeddings == 0:
         return numpy_ref.embedding_backward(dout, indices, num_embeddings, padding_idx)
-    d = dout.shape[-1]
-    flat, dout2 = _contiguous(indices).reshape(-1), _contiguous(dout).reshape(-1, d)
-    dweight = rt.xp.empty((num_embeddings, d), dtype=dout.dtype)  # every element is written
-    grid = (-(-num_embeddings // 32), -(-d // 128))  # 32 vocabulary rows x 128 columns per block
-    _launch("embedding", f"embedding_backward_{_SUFFIX[dout.dtype]}", grid, (128,), dweight, dout2, flat,
-            _i64(flat.size), _i32(num_embeddings), _i32(d), _i64(-1 if padding_idx is None else padding_idx))
+    dweight = rt.xp.empty((num_embeddings, dout.shape[-1]), dtype=dout.dtype)  # every element is written
+    _row_scatter(dweight, dout.reshape(-1, dout.shape[-1]), indices.reshape(-1), padding_idx, accumulate=False)
     return dweight
+
+
+def _row_scatter(dweight, dout, rows, padding_idx, accumulate):
+    """embedding.cu's deterministic scatter-add of rows: dweight (V, D) row rows[i] (int64 in [0, V)) gets
+    dout[i] (n, D), each row's contributions summed in increasing i, from dweight's own values (accumulate:
+    np.add.at's order) or from zero; dweight contiguous."""
+    v, d = dweight.shape
+    grid = (-(-v // 32), -(-d // 128))  # 32 vocabulary rows x 128 columns per block
+    _launch("embedding", f"embedding_backward_{_SUFFIX[dweight.dtype]}", grid, (128,), dweight, _contiguous(dout),
+            _contiguous(rows), _i64(rows.size), _i32(v), _i32(d), _i64(-1 if padding_idx is None else padding_idx),
+            _i32(int(accumulate)))
 
 
 def _rows_index(index):
@@ -590,12 +597,24 @@ def _rows_index(index):
     return first
 
 
+def _element_offsets(a, index):
+    """The offsets, in elements from a's first one along a's strides, of the elements a[index] selects, in
+    a[index]'s shape and order: the sum over the dims of a broadcast (stride-0) view of that dim's offsets,
+    indexed, so only the selected elements are materialized (not an array of a's size)."""
+    offsets = 0
+    for dim, (size, stride) in enumerate(zip(a.shape, a.strides)):
+        along = rt.xp.arange(size, dtype=np.int64).reshape((1,) * dim + (size,) + (1,) * (a.ndim - dim - 1))
+        offsets = offsets + rt.xp.broadcast_to(along * (stride // a.itemsize), a.shape)[index]
+    return offsets
+
+
 def index_add_(out, index, values):
-    """out[index] += values, repeated indices accumulating (the backward of x[index]), deterministically: an
-    integer array along the first dim (a row gather) runs embedding.cu's row scatter-add, any other integer
-    index scatter.cu's; both add each element's values in index order without atomics, so the gradient is the
-    same bits on every run (np.add.at's). A basic index (no arrays) touches each element once: numpy_ref's
-    `out[index] += values`. 16-bit arrays: the same in float32, rounded once (base.py)."""
+    """out[index] += values, repeated indices accumulating (the backward of x[index]), deterministically and
+    in np.add.at's order (each element's additions one after another, in index order, starting from its value):
+    an integer array along the first dim (a row gather) runs embedding.cu's row scatter-add, any other integer
+    index scatter.cu's; neither uses atomics, so the gradient is the same bits on every run. A basic index
+    (no arrays) touches each element once: numpy_ref's `out[index] += values`. 16-bit arrays: the same in
+    float32, rounded once (base.py)."""
     if not numpy_ref._has_index_array(index):
         return numpy_ref.index_add_(out, index, values)
     if out.dtype in HALF_NP_DTYPES and values.dtype == out.dtype:
@@ -606,17 +625,17 @@ def index_add_(out, index, values):
     if _suffix(out, values) is None:
         return numpy_ref.index_add_(out, index, values)
     rows = _rows_index(index)
-    if rows is not None and out.ndim and out.flags.c_contiguous and out.shape[0] and \
+    if rows is not None and out.ndim and out.flags.c_contiguous and out.size and \
             values.shape == rows.shape + out.shape[1:]:
-        n, d = out.shape[0], math.prod(out.shape[1:])
+        n, d = out.shape[0], out.size // out.shape[0]
         flat = _contiguous(rows).reshape(-1).astype(np.int64)
         flat = rt.xp.where(flat < 0, flat + n, flat)  # numpy's negative indices
-        out += embedding_backward(values.reshape(flat.size, d), flat, n, None).reshape(out.shape)
+        if flat.size:
+            _row_scatter(out.reshape(n, d), values.reshape(flat.size, d), flat, None, accumulate=True)
         return None
-    # The flat position of every element out[index] selects, in the order np.add.at visits them.
-    positions = rt.xp.arange(out.size, dtype=np.int64).reshape(out.shape)[index]
-    target = out if out.flags.c_contiguous else out.copy()
-    _scatter_add_flat(target, positions, rt.xp.broadcast_to(values, positions.shape))
+    target = out if all(s >= 0 for s in out.strides) else out.copy()  # (offsets from the first element)
+    offsets = _element_offsets(target, index)
+    _scatter_add_flat(target, offsets, rt.xp.broadcast_to(values, offsets.shape))
     if target is not out:
         out[...] = target
     return None
@@ -626,9 +645,12 @@ def index_add_(out, index, values):
 
 
 def _scatter_add_flat(out, positions, values):
-    """out.ravel()[positions[i]] += values[i] for every i (positions int64 in [0, out.size), values of the same
-    shape and of out's dtype, out C-contiguous), repeats accumulating in increasing i: np.add.at's additions
-    in its order, without atomics. A stable sort groups the repeats; scatter.cu sums each group in order."""
+    """The element at offset positions[i] from out's first element += values[i] for every i (positions int64,
+    from out's strides: _element_offsets; values of positions' shape and out's dtype), repeats accumulating
+    in increasing i: np.add.at's additions in its order, without atomics. A stable sort groups the repeats;
+    scatter.cu sums each group in order."""
+    if positions.shape != values.shape:
+        raise ValueError(f"scatter-add: positions of shape {positions.shape}, values of shape {values.shape}")
     n = positions.size
     if n == 0:
         return
@@ -644,8 +666,8 @@ def scatter_add_along_axis(shape, index, values, axis, dtype):
     if _suffix(values) is None or np.dtype(dtype) != values.dtype:
         return numpy_ref.scatter_add_along_axis(shape, index, values, axis, dtype)
     out = rt.xp.zeros(shape, dtype=dtype)
-    positions = rt.xp.take_along_axis(rt.xp.arange(out.size, dtype=np.int64).reshape(shape), index, axis)
-    _scatter_add_flat(out, positions, values)
+    positions = _element_offsets(out, numpy_ref.along_axis_index(index, axis))
+    _scatter_add_flat(out, positions, rt.xp.broadcast_to(values, positions.shape))
     return out
 
 

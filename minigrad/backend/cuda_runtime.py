@@ -68,7 +68,8 @@ def module_source(kernels: str, family: str) -> str:
     digest = hashlib.sha256()
     for header in sorted(Path(kernels).glob("*.cuh")):
         digest.update(header.name.encode() + b"\0" + header.read_bytes())
-    return f"// headers: sha256 {digest.hexdigest()}\n" + (Path(kernels) / f"{family}.cu").read_text()
+    return (f"// headers: sha256 {digest.hexdigest()}\n#line 1 \"{family}.cu\"\n"  # (NVRTC's line numbers: the file's)
+            + (Path(kernels) / f"{family}.cu").read_text())
 
 
 class CupyRuntime:

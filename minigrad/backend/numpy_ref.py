@@ -226,11 +226,13 @@ maximum, minimum = np.maximum, np.minimum
 
 def where(cond, a, b):
     out = np.where(cond, a, b)
-    # CuPy's where has no bfloat16 version and selects in float32: the 16-bit dtype of the operands is
-    # restored (exactly: every value came from it). NumPy keeps it, and this changes nothing.
+    if out.dtype != np.float32 or _xp(out) is np:
+        return out
+    # CuPy's where has no bfloat16 version and selects in float32: when the array operands are all of one
+    # 16-bit dtype, the result is turned back into it (exactly, for values that came from it).
     kinds = {x.dtype for x in (a, b) if hasattr(x, "dtype")}
     half = kinds.pop() if len(kinds) == 1 else None
-    return out.astype(half) if half in HALF_NP_DTYPES and out.dtype != half else out
+    return out.astype(half) if half in HALF_NP_DTYPES else out
 eq, ne, lt, le, gt, ge = np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal
 logical_and, logical_or = np.logical_and, np.logical_or
 
@@ -261,14 +263,16 @@ def argmin(x, axis, keepdims):
 def _stable_max(x, axis, keep_posinf=False):
     # The row max, with -inf rows mapped to 0 so that x - max stays -inf (not nan) for them; +inf too,
     # unless keep_posinf (softmax: inf - inf = nan makes the whole row nan, as in PyTorch; logsumexp is inf).
-    # A row of no elements (an empty reduced dim) has max -inf, hence 0, instead of raising. (Not
-    # np.max's initial=-inf, which CuPy does not take.)
-    axes = range(x.ndim) if axis is None or x.ndim == 0 else \
-        [a % x.ndim for a in (axis if isinstance(axis, tuple) else (axis,))]
-    if [a for a in axes if x.shape[a] == 0]:  # (`any` is this module's primitive)
-        m = _xp(x).full([1 if d in axes else n for d, n in enumerate(x.shape)], -np.inf, dtype=x.dtype)
+    # A row of no elements (an empty reduced dim) has max -inf, hence 0, instead of raising: NumPy's
+    # initial=-inf (also its fast path), which CuPy's max does not take.
+    if _xp(x) is np:
+        m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     else:
-        m = np.max(x, axis=axis, keepdims=True)
+        axes = range(x.ndim) if axis is None or x.ndim == 0 else \
+            [a % x.ndim for a in (axis if isinstance(axis, tuple) else (axis,))]
+        empty = [a for a in axes if x.shape[a] == 0]  # (`any` is this module's primitive)
+        m = (_xp(x).full([1 if d in axes else n for d, n in enumerate(x.shape)], -np.inf, dtype=x.dtype) if empty
+             else np.max(x, axis=axis, keepdims=True))
     return np.where(m == -np.inf, 0, m) if keep_posinf else np.where(np.isfinite(m), m, 0)
 
 
@@ -390,12 +394,17 @@ def scatter_add_along_axis(shape, index, values, axis, dtype):
     if np.dtype(dtype) in HALF_NP_DTYPES and values.dtype == dtype:  # sums in float32, rounded once (base.py)
         return scatter_add_along_axis(shape, index, values.astype(np.float32), axis, np.float32).astype(dtype)
     out = _xp(values).zeros(shape, dtype=dtype)
-    # Build a full index tuple: `index` along `axis`, the broadcast position along every other axis.
+    _xp(index).add.at(out, along_axis_index(index, axis), values)
+    return out
+
+
+def along_axis_index(index, axis):
+    """The full index tuple that take_along_axis(x, index, axis) reads x at: `index` along `axis`, the
+    (broadcast) position along every other axis."""
     xp, ndim = _xp(index), index.ndim
     grids = [xp.arange(n).reshape((1,) * d + (n,) + (1,) * (ndim - d - 1)) for d, n in enumerate(index.shape)]
     grids[axis] = index
-    xp.add.at(out, tuple(grids), values)
-    return out
+    return tuple(grids)
 
 
 def tile(x, reps):
