@@ -65,7 +65,7 @@ def embed(model: BertModel, tokenizer: BertTokenizer, texts: list[str], batch_si
         hidden = model(**batch).last_hidden_state  # (B, T, H)
         mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1): 1 on tokens, 0 on padding
         mean = (hidden * mask).sum(1) / mask.sum(1)  # (B, H), the average over real tokens
-        out.append((mean / (mean * mean).sum(-1, keepdim=True).sqrt()).numpy())
+        out.append((mean / (mean * mean).sum(-1, keepdim=True).sqrt()).cpu().numpy())
     return np.concatenate(out)
 
 

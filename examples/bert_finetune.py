@@ -116,8 +116,9 @@ def make_splits(args, rng: np.random.Generator) -> tuple[dict, dict, dict]:
 def predict(model, tokenizer, texts: list[str], args) -> np.ndarray:
     """Class logits (N, 3) of the texts, in eval mode, batch by batch."""
     model.eval()
-    logits = [model(**tokenizer(texts[i:i + args.batch_size], max_length=args.max_length, device=args.device)).numpy()
-              for i in range(0, len(texts), args.batch_size)]
+    batches = (tokenizer(texts[i:i + args.batch_size], max_length=args.max_length, device=args.device)
+               for i in range(0, len(texts), args.batch_size))
+    logits = [model(**batch).cpu().numpy() for batch in batches]
     model.train()
     return np.concatenate(logits)
 

@@ -219,7 +219,7 @@ def fill_mask_demo(model: BertForMaskedLM, tokenizer: BertTokenizer, device: str
         if not where.any().item():
             print(f"{sentence}\n    (the [MASK] lies beyond the model's {batch['input_ids'].shape[1]} tokens)")
             continue
-        probs = model(**batch, positions=where).softmax(-1)[0].numpy()  # (V,)
+        probs = model(**batch, positions=where).softmax(-1)[0].cpu().numpy()  # (V,)
         top = np.argsort(probs)[::-1][:k]
         guesses = ", ".join(f"{tokenizer.decode([i])} ({probs[i]:.2f})" for i in top)
         print(f"{sentence}\n    -> {guesses}")

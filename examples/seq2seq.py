@@ -226,7 +226,7 @@ def greedy_decode(model, src, max_len: int) -> list[list[int]]:
     done = np.zeros(n, dtype=bool)
     for _ in range(max_len):
         logits = model.decode(memory, src_padding, mg.tensor(tokens, device=src.device))  # (N, t, vocab)
-        next_ids = np.where(done, PAD, logits[:, -1].argmax(dim=-1).numpy())
+        next_ids = np.where(done, PAD, logits[:, -1].argmax(dim=-1).cpu().numpy())
         tokens = np.concatenate([tokens, next_ids[:, None]], axis=1)
         done |= next_ids == EOS
         if done.all():

@@ -71,7 +71,7 @@ class CharLSTM(nn.Module):
         logits, state = self(prompt)
         out = []
         for _ in range(new_tokens):
-            probs = (logits[0, -1] / temperature).softmax(dim=-1).numpy().astype(np.float64)
+            probs = (logits[0, -1] / temperature).softmax(dim=-1).cpu().numpy().astype(np.float64)
             out.append(int(rng.choice(len(probs), p=probs / probs.sum())))
             logits, state = self(mg.tensor([[out[-1]]], device=prompt.device), state)
         self.train(training)
@@ -124,7 +124,7 @@ class TorchTwin:
 
         self.torch, self.device, self.args = torch, args.device, args
         self.model = TorchCharLSTM().to(self.device)
-        self.model.load_state_dict({k: torch.tensor(v.numpy()) for k, v in model.state_dict().items()})
+        self.model.load_state_dict({k: torch.tensor(v.cpu().numpy()) for k, v in model.state_dict().items()})
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2),
                                            weight_decay=args.weight_decay)
         if resume_from is not None:
@@ -132,7 +132,7 @@ class TorchTwin:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(args), last_epoch=start - 1)
 
     def tensor(self, x):
-        return self.torch.from_numpy(x.numpy()).to(self.device)
+        return self.torch.from_numpy(x.cpu().numpy()).to(self.device)
 
     def loss(self, x, y):
         logits = self.model(self.tensor(x))

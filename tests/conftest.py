@@ -50,3 +50,39 @@ def emu(tmp_path_factory):
     """Every kernels/*.cu compiled with the CPU emulator of CUDA (tests/cuda_emu_support.py), once per session."""
     from cuda_emu_support import build_emu
     return build_emu(tmp_path_factory.mktemp("cuda_emu"))
+
+
+@pytest.fixture(scope="module", params=["emulated", "gpu"])
+def cuda_runtime(request):
+    """The runtime the 'cuda' device runs on for a module's tests, which run twice: "gpu", on a real GPU
+    through CuPy (skipped, with the reason, without one), and "emulated", on tests/cuda_emu_support's
+    EmulatedRuntime (NumPy arrays as device memory, the kernels in the CPU emulator). The backend registry
+    is restored afterwards."""
+    import minigrad as mg
+    from minigrad import backend
+    from minigrad import random as mg_random
+    from minigrad.backend import cuda, numpy_ref
+    saved_registry, saved_rt = backend._registry.get("cuda"), cuda.rt
+    if request.param == "gpu":
+        why = mg.cuda.why_unavailable()
+        if why is not None:
+            pytest.skip(f"needs an NVIDIA GPU with CuPy (pip install minigrad[cuda]): {why}")
+        runtime = cuda.rt
+    else:
+        from cuda_emu_support import DeviceArray, EmulatedRuntime, emulated_erf
+        runtime = EmulatedRuntime(request.getfixturevalue("emu"))
+        backend.register_cuda(runtime)
+        host_xp, device_erf = numpy_ref._xp, numpy_ref._device_erf
+        numpy_ref._xp = lambda a: runtime.xp if isinstance(a, DeviceArray) else host_xp(a)  # (as cupy is CuPy's)
+        numpy_ref._device_erf = emulated_erf  # (cupyx.scipy.special.erf on a GPU)
+    mg_random._generators.pop("cuda", None)
+    yield runtime
+    mg_random._generators.pop("cuda", None)
+    if request.param == "emulated":
+        numpy_ref._xp, numpy_ref._device_erf = host_xp, device_erf
+        backend.unregister("cuda", "cuda")
+        backend.unregister("numpy", "cuda")
+        cuda.use_runtime(saved_rt)
+        if saved_registry is not None:
+            backend._registry["cuda"] = saved_registry
+            backend._tables.clear()

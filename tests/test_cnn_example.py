@@ -104,9 +104,12 @@ def test_reads_the_installed_fashion_mnist_test_labels(train_cnn):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    """A Fashion-MNIST-shaped directory: 64 train and 40 test 28x28 uint8 images (noise with a bright row
-    that depends on the class), the images gzip'd, the labels not."""
-    path = tmp_path_factory.mktemp("fashion")
+    return write_fashion_like(tmp_path_factory.mktemp("fashion"))
+
+
+def write_fashion_like(path):
+    """A Fashion-MNIST-shaped directory at `path`: 64 train and 40 test 28x28 uint8 images (noise with a bright
+    row that depends on the class), the images gzip'd, the labels not. Returns `path`."""
     rng = np.random.default_rng(1)
     for split, n in (("train", 64), ("test", 40)):
         labels = rng.integers(0, 10, n).astype(np.uint8)

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 from minigrad import backend, nn
-from minigrad import random as mg_random
 from minigrad.backend import cuda, numpy_ref
 from minigrad.dtypes import HALF_NP_DTYPES
 from minigrad.models import GPT, GPTConfig
@@ -33,35 +32,6 @@ from attention_support import attention_error_scales  # tests/ is on sys.path un
 from test_gradcheck import CASES
 
 ATOL = {np.float32: 1e-5, np.float64: 1e-12}  # the atol of DESIGN.md's tolerance (see assert_matches)
-
-
-@pytest.fixture(scope="module", params=["emulated", "gpu"])
-def cuda_runtime(request):
-    """The runtime the 'cuda' device runs on for the module's tests; the registry is restored afterwards."""
-    saved_registry, saved_rt = backend._registry.get("cuda"), cuda.rt
-    if request.param == "gpu":
-        why = mg.cuda.why_unavailable()
-        if why is not None:
-            pytest.skip(f"needs an NVIDIA GPU with CuPy (pip install minigrad[cuda]): {why}")
-        runtime = cuda.rt
-    else:
-        from cuda_emu_support import DeviceArray, EmulatedRuntime, emulated_erf
-        runtime = EmulatedRuntime(request.getfixturevalue("emu"))
-        backend.register_cuda(runtime)
-        host_xp, device_erf = numpy_ref._xp, numpy_ref._device_erf
-        numpy_ref._xp = lambda a: runtime.xp if isinstance(a, DeviceArray) else host_xp(a)  # (as cupy is CuPy's)
-        numpy_ref._device_erf = emulated_erf  # (cupyx.scipy.special.erf on a GPU)
-    mg_random._generators.pop("cuda", None)
-    yield runtime
-    mg_random._generators.pop("cuda", None)
-    if request.param == "emulated":
-        numpy_ref._xp, numpy_ref._device_erf = host_xp, device_erf
-        backend.unregister("cuda", "cuda")
-        backend.unregister("numpy", "cuda")
-        cuda.use_runtime(saved_rt)
-        if saved_registry is not None:
-            backend._registry["cuda"] = saved_registry
-            backend._tables.clear()
 
 
 def device(rt, a):
@@ -637,6 +607,33 @@ def test_emulated_device_arrays_refuse_what_cupy_refuses(cuda_runtime):
         with pytest.raises(TypeError, match="ufunc.at"):
             np.add.at(b, np.array([0, 0]), b[0, :1])
         assert np.where(a > 0, b, b).dtype == np.float32  # CuPy's where, without a bfloat16 loop
+
+
+def _gradients_of_one_step(device):
+    """The gradients of one seeded step through every scatter-add and random kernel: a GPT with dropout
+    (embedding, attention, LayerNorm, cross-entropy), a CNN with overlapping max and average pooling, an
+    LSTM, gather and integer indexing with repeats."""
+    mg.manual_seed(0)
+    mg.cuda.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.1)).to(device)
+    cnn = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.MaxPool2d(3, stride=1), nn.AvgPool2d(2, stride=1)).to(device)
+    lstm = nn.LSTM(4, 5, batch_first=True).to(device)
+    tokens = mg.tensor(np.random.default_rng(1).integers(0, 11, (3, 9)), device=device)
+    _, loss = gpt(tokens[:, :-1], tokens[:, 1:])
+    images = mg.randn(2, 2, 7, 7, device=device)
+    features = cnn(images).reshape(2, -1)
+    picked = features.gather(1, mg.tensor([[0, 0, 5, 5, 5]] * 2, device=device)) + features[:, [1, 1, 2]].sum()
+    sequence, _ = lstm(features[:, :24].reshape(2, 6, 4))
+    (loss + picked.sum() + (sequence * sequence).sum()).backward()
+    return {name: p.grad.cpu().numpy() for module in (gpt, cnn, lstm) for name, p in module.named_parameters()}
+
+
+def test_gradients_are_the_same_bits_on_every_run(cuda_runtime):
+    """Deterministic backward (no float atomics in any gradient reduction): two runs, identical bits."""
+    first, second = _gradients_of_one_step("cuda"), _gradients_of_one_step("cuda")
+    assert first.keys() == second.keys()
+    for name, grad in first.items():
+        assert grad.tobytes() == second[name].tobytes(), name
 
 
 def test_a_model_on_cuda_saves_and_loads(cuda_runtime, tmp_path):
