@@ -444,6 +444,20 @@ def test_gradcheck_on_cuda(cuda_runtime, case, data):
     assert gradcheck(case.fn, *args)
 
 
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
+@settings(max_examples=1, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_gradcheck_on_cuda_with_the_reference_backend(cuda_runtime, case, data):
+    """The same rows under use("numpy"): numpy_ref's code for every primitive on the device arrays (what the
+    CUDA backend falls back to for what its kernels do not take), which must run on CuPy's arrays as they are
+    (the emulated ones refuse what CuPy refuses) and give correct gradients."""
+    args = _on_cuda(data.draw(case.strategy(), label="args"))
+    with backend.use("numpy"):
+        assert gradcheck(case.fn, *args)
+
+
 # ---- the device API -----------------------------------------------------------------------------------------
 
 
