@@ -13,11 +13,12 @@
 //       out = the max of the window's real elements (padding counts as -inf: never the max); argmax = its
 //       flat index h * W + w in the plane: the first in row-major window order at ties, the first nan if
 //       there is one (nan is the max, as for np.argmax and PyTorch); a window whose real elements are all
-//       -inf points at its first real element (PyTorch's choice).
+//       -inf points at its first real element (PyTorch's choice). Every window has a real element
+//       (nn.functional's pooling refuses a geometry where a dilation steps over the input).
 //   avg_pool2d_forward_T(T* out, const T* x, const T* divisor, long long P, int H, int W, int Ho, int Wo,
 //                        int kh, int kw, int sh, int sw, int ph, int pw)
 //       out = (sum of the window's real elements) / divisor[i, j]; divisor (Ho, Wo) is
-//       numpy_ref._avg_pool_divisor's element count (with or without the padding: count_include_pad).
+//       numpy_ref.avg_pool_divisor's element count (with or without the padding: count_include_pad).
 //   avg_pool2d_backward_T(T* dx, const T* dout, const T* divisor, long long P, int H, int W, int Ho, int Wo,
 //                         int kh, int kw, int sh, int sw, int ph, int pw)
 //       dx[h, w] = the sum, over the windows (i, j) that cover (h, w), of dout[i, j] / divisor[i, j].

@@ -727,6 +727,9 @@ def test_index_add_of_a_row_gather_is_deterministic_and_matches(cuda_runtime, dt
     numpy_ref.index_add_(ref, (idx,), values)
     assert host(rt, out).tobytes() == ref.tobytes()  # onto out's values, in index order: np.add.at's bits
     check_launched(rt, "embedding_backward_")
+    scalar = device(rt, np.array(1.5, dtype))  # a 0-d array and a bool index (NumPy's scalar mask)
+    cuda.index_add_(scalar, (device(rt, np.array(True)),), device(rt, np.array([2.5], dtype)))
+    assert host(rt, scalar) == 4.0
     empty_rows = mg.zeros(3, 0, device="cuda", requires_grad=True)  # rows of no elements
     empty_rows[mg.tensor([0, 1, 0])].sum().backward()
     assert empty_rows.grad.shape == (3, 0) and empty_rows.grad.device == "cuda"

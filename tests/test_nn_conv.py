@@ -423,6 +423,11 @@ X4 = mg.randn(2, 3, 5, 5)
     (lambda: F.conv1d(X4, mg.randn(4, 3, 3)), ValueError, "2-D"),
     (lambda: F.max_pool2d(X4, 2, padding=2), ValueError, "half of kernel_size"),
     (lambda: F.max_pool2d(X4, 6), ValueError, "too small"),
+    # a dilation that steps over the input: window 0's taps, columns -1 and 2 of 2, are all padding (PyTorch
+    # returns an index outside the input there, and its backward writes out of bounds)
+    (lambda: F.max_pool2d(mg.randn(1, 1, 3, 2), (1, 2), 1, (0, 1), dilation=(1, 3)), ValueError, "covers no element"),
+    (lambda: nn.MaxPool2d((2, 3), (1, 3), 1, dilation=2, ceil_mode=True)(mg.randn(1, 1, 1, 8)), ValueError,
+     "window 0 along dim 2 covers no element"),
     (lambda: F.avg_pool2d(X4, (2, 2, 2)), TypeError, "kernel_size"),
     (lambda: F.adaptive_avg_pool2d(X4, (2, 0)), ValueError, "output_size"),
     (lambda: F.adaptive_avg_pool2d(X4, (1, 2, 3)), TypeError, "output_size"),

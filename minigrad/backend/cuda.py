@@ -580,7 +580,8 @@ def _row_scatter(dweight, dout, rows, padding_idx, accumulate):
     dout[i] (n, D), each row's contributions summed in increasing i, from dweight's own values (accumulate:
     np.add.at's order) or from zero; dweight contiguous."""
     v, d = dweight.shape
-    grid = (-(-v // 32), -(-d // 128))  # 32 vocabulary rows x 128 columns per block
+    # 32 vocabulary rows x 128 columns per block, grid-stride beyond the grid's limits
+    grid = (builtins.min(-(-v // 32), 2**31 - 1), builtins.min(-(-d // 128), _MAX_GRID_YZ))
     _launch("embedding", f"embedding_backward_{_SUFFIX[dweight.dtype]}", grid, (128,), dweight, _contiguous(dout),
             _contiguous(rows), _i64(rows.size), _i32(v), _i32(d), _i64(-1 if padding_idx is None else padding_idx),
             _i32(int(accumulate)))
@@ -601,7 +602,7 @@ def _element_offsets(a, index):
     """The offsets, in elements from a's first one along a's strides, of the elements a[index] selects, in
     a[index]'s shape and order: the sum over the dims of a broadcast (stride-0) view of that dim's offsets,
     indexed, so only the selected elements are materialized (not an array of a's size)."""
-    offsets = 0
+    offsets = rt.xp.zeros((), dtype=np.int64)[index] if a.ndim == 0 else 0  # (a 0-d a: a bool index)
     for dim, (size, stride) in enumerate(zip(a.shape, a.strides)):
         along = rt.xp.arange(size, dtype=np.int64).reshape((1,) * dim + (size,) + (1,) * (a.ndim - dim - 1))
         offsets = offsets + rt.xp.broadcast_to(along * (stride // a.itemsize), a.shape)[index]
@@ -685,7 +686,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     if _suffix(x) is None or x.ndim != 4 or x.size == 0:
         return numpy_ref.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
     x = _contiguous(x)
-    out_hw, _ = numpy_ref._pool_geometry(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    out_hw, _ = numpy_ref.pool_geometry(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     out = rt.xp.empty(x.shape[:2] + out_hw, dtype=x.dtype)
     argmax = rt.xp.empty(out.shape, dtype=np.int64)
     if out.size:

@@ -22,7 +22,7 @@ without races) and its kh*kw rows of cols; each (kernel offset, output row) is o
 the zero padding handled by clipping the row's range (no padded copy of the input is made).
 
 Pooling. One task per (image, channel) plane, a direct loop over output positions and their windows,
-with PyTorch's geometry (ceil_mode, padding, dilation) computed by the reference's `_pool_geometry`.
+with PyTorch's geometry (ceil_mode, padding, dilation) computed by the reference's `pool_geometry`.
 max_pool2d scans only the real (unpadded) elements of a window; the first largest wins ties, a nan
 wins and sticks (as NumPy's argmax); a window of -inf points at its first real element. The backward
 passes scatter-add into the plane the task owns.
@@ -261,7 +261,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     """x (N, C, H, W) -> (out (N, C, Ho, Wo), argmax int64 (N, C, Ho, Wo), flat indices into H*W)."""
     if not supported(x):
         return numpy_ref.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
-    (ho, wo), _ = numpy_ref._pool_geometry(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    (ho, wo), _ = numpy_ref.pool_geometry(x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
     out = np.empty(x.shape[:2] + (ho, wo), x.dtype)
     argmax = np.empty(out.shape, np.int64)
     launch(_max_pool, x.size, out, argmax, kernel_array(x), *kernel, *stride, *padding, *dilation)

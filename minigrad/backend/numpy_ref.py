@@ -763,7 +763,7 @@ def conv2d_backward(dout, x, weight, stride, padding, dilation, groups, needs=(T
     return dx, dweight
 
 
-def _pool_geometry(hw, kernel, stride, padding, dilation, ceil_mode):
+def pool_geometry(hw, kernel, stride, padding, dilation, ceil_mode):
     """PyTorch's pooling output size per spatial dim, and the ((before, after), ...) padding whose window
     view has exactly that size: `padding` on both sides, more after for ceil_mode's last partial window."""
     sizes, widths = [], []
@@ -781,7 +781,7 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode):
     # Pad with -inf (never the max), take each window's argmax over its kh*kw elements (the first at
     # ties, as PyTorch), and turn that window-local offset (a, b) into a flat index into the H*W plane.
     n, c, h, w = x.shape
-    (ho, wo), widths = _pool_geometry((h, w), kernel, stride, padding, dilation, ceil_mode)
+    (ho, wo), widths = pool_geometry((h, w), kernel, stride, padding, dilation, ceil_mode)
     win = _windows(_pad_hw(x, widths, -np.inf), kernel, stride, dilation)
     flat = win.reshape(n, c, -1, ho, wo)  # (N, C, kh*kw, Ho, Wo), a copy
     local = np.argmax(flat, axis=2)
@@ -812,7 +812,7 @@ def avg_pool_divisor(hw, kernel, stride, padding, ceil_mode, count_include_pad, 
     """(Ho, Wo) element counts of the windows, of `like`'s dtype and array module: the window clipped to the
     padded input, or, without count_include_pad, to the input itself. A window is a rectangle, so its count
     is a product. (Shared with the Numba and CUDA kernels, which divide by it.)"""
-    out_hw, _ = _pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
+    out_hw, _ = pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
     counts = []
     for size, k, s, p, out in zip(hw, kernel, stride, padding, out_hw):
         start = _xp(like).arange(out) * s - p
@@ -827,7 +827,7 @@ def avg_pool_divisor(hw, kernel, stride, padding, ceil_mode, count_include_pad, 
 def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad):
     # Sum each window of the zero-padded input and divide by its element count (see avg_pool_divisor).
     hw = x.shape[2:]
-    out_hw, widths = _pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
+    out_hw, widths = pool_geometry(hw, kernel, stride, padding, (1, 1), ceil_mode)
     sums = _windows(_pad_hw(x, widths), kernel, stride, (1, 1)).sum(axis=(2, 3))
     return sums / avg_pool_divisor(hw, kernel, stride, padding, ceil_mode, count_include_pad, x)
 
@@ -837,7 +837,7 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, c
     # Every element of a window receives dout / count: broadcast that over the window's kh*kw offsets
     # (a view), scatter-add it back onto the padded input (col2im), and crop the padding.
     n, c, h, w = input_shape
-    (ho, wo), ((top, bottom), (left, right)) = _pool_geometry((h, w), kernel, stride, padding, (1, 1), ceil_mode)
+    (ho, wo), ((top, bottom), (left, right)) = pool_geometry((h, w), kernel, stride, padding, (1, 1), ceil_mode)
     grad = dout / avg_pool_divisor((h, w), kernel, stride, padding, ceil_mode, count_include_pad, dout)
     cols = np.broadcast_to(grad[:, :, None, None], (n, c, *kernel, ho, wo))
     dxp = _col2im(cols, (n, c, top + h + bottom, left + w + right), stride, (1, 1))

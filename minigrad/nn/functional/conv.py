@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from numbers import Integral
 
+import numpy as np
+
 from minigrad.amp.autocast_mode import autocast_inputs
+from minigrad.backend.numpy_ref import pool_geometry
 from minigrad.creation import tensor
 from minigrad.ops.conv import AvgPool2d, Conv2d, MaxPool2d, max_pool2d_indices
 from minigrad.tensor import Tensor
@@ -126,7 +129,25 @@ def _pool_args(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode: boo
         if size + 2 * p - (d * (k - 1) + 1) + (s - 1 if ceil_mode else 0) < 0:
             raise ValueError(f"{op}: input of shape {x.shape} is too small for kernel_size {kernel}, stride "
                              f"{stride}, padding {padding}, dilation {dilation}: the output would be empty")
+    _check_windows_see_the_input(x.shape[2:], kernel, stride, padding, dilation, ceil_mode, op)
     return kernel, stride, padding, dilation
+
+
+def _check_windows_see_the_input(hw, kernel, stride, padding, dilation, ceil_mode: bool, op: str) -> None:
+    """Raise ValueError when a window's taps all fall in the padding (a dilation can step over a small
+    input): its max would be over no element, and PyTorch's index for it points outside the window, or
+    outside the input (its backward then writes out of bounds). Without dilation padding <= kernel / 2
+    rules this out, so only dilated pools pay for the check."""
+    if all(d == 1 for d in dilation):
+        return
+    out_hw, _ = pool_geometry(hw, kernel, stride, padding, dilation, ceil_mode)
+    for dim, (size, k, s, p, d, out) in enumerate(zip(hw, kernel, stride, padding, dilation, out_hw)):
+        taps = (np.arange(out) * s - p)[:, None] + np.arange(k) * d  # (windows, taps) positions along the dim
+        blind = np.flatnonzero(~((taps >= 0) & (taps < size)).any(axis=1))
+        if blind.size:
+            raise ValueError(f"{op}: window {blind[0]} along dim {dim + 2} covers no element of the input (size "
+                             f"{size}): with kernel_size {kernel}, stride {stride}, padding {padding} and dilation "
+                             f"{dilation} all its taps fall in the padding")
 
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
