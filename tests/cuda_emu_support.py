@@ -58,6 +58,9 @@ def entry_points(cxx, cu: Path) -> list[str]:
     return ENTRY_RE.findall(r.stdout)
 
 
+GUARD_FINITE = 0x3C  # 0x3c3c3c3c: 0.0115 as float32, 1.6e-19 as float64: finite, not a plausible result
+
+
 class Emu:
     """The compiled emulator library: launch(name, grid, block, *args) like a CuPy RawKernel call."""
 
@@ -77,18 +80,23 @@ class Emu:
             self.index[name] = i
             self.signature[name] = lib.emu_kernel_signature(i).decode().split(",")
         self._guarded = weakref.WeakValueDictionary()  # data pointer -> its guarded buffer, while alive
+        self._fill = {}  # data pointer -> the byte its guards hold
         self.launched = set()
 
     # -- memory ------------------------------------------------------------------------------------
-    def array(self, a, dtype=None, misalign=0):
+    def array(self, a, dtype=None, misalign=0, fill=0xFF):
         """A copy of `a` (C-contiguous) inside a guarded buffer: what device memory is to a kernel. Its address
-        is 16-byte aligned (as an allocation of CuPy's), plus `misalign` bytes (as a view into one)."""
+        is 16-byte aligned (as an allocation of CuPy's), plus `misalign` bytes (as a view into one). The guards
+        hold `fill` bytes: 0xff, nan for floats (an out-of-bounds read poisons what it reaches), or GUARD_FINITE
+        (the first of the two runs of a launch: a finite value, which an out-of-bounds `+=` changes, and
+        which makes an out-of-bounds read differ between the two runs)."""
         a = np.asarray(a, dtype=dtype)
-        buf = np.full(a.nbytes + 2 * self.PAD + 32, 0xFF, dtype=np.uint8)
+        buf = np.full(a.nbytes + 2 * self.PAD + 32, fill, dtype=np.uint8)
         start = self.PAD + (-buf.ctypes.data - self.PAD) % 16 + misalign % 16  # (numpy aligns less than CuPy)
         view = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
         view[...] = a
         self._guarded[view.ctypes.data] = buf  # (the view keeps buf alive)
+        self._fill[view.ctypes.data] = fill
         return view
 
     def empty(self, shape, dtype):
@@ -101,7 +109,8 @@ class Emu:
             buf = self._guarded[a.ctypes.data]
             start = a.ctypes.data - buf.ctypes.data
             pad = np.concatenate([buf[:start], buf[start + a.nbytes:]])
-            assert np.all(pad == 0xFF), f"{name} wrote outside an array of shape {a.shape} ({a.dtype})"
+            assert np.all(pad == self._fill[a.ctypes.data]), \
+                f"{name} wrote outside an array of shape {a.shape} ({a.dtype})"
 
     # -- launching ---------------------------------------------------------------------------------
     def _values(self, name, args):
@@ -150,14 +159,15 @@ class Emu:
         """name<<<grid, block>>>(*args), synchronously; run under two thread orders (see the docstring)."""
         assert name in self.index, f"no kernel {name} in kernels/*.cu"
         self.launched.add(name)
-        copies = [self.array(a) if isinstance(a, np.ndarray) else a for a in args]
+        copies = [self.array(a, fill=GUARD_FINITE) if isinstance(a, np.ndarray) else a for a in args]
         self.lib.emu_set_schedule(FIRST_SCHEDULE, 12345)  # descending thread ids (or as chosen)
         first = self._launch_once(name, grid, block, copies)
         self.lib.emu_set_schedule(0, 0)  # ascending
         second = self._launch_once(name, grid, block, args)
         for k, (a, b) in enumerate(zip(first, second)):
             assert a.tobytes() == b.tobytes(), \
-                f"{name}: array argument {k} differs between two thread orders (a race, or nondeterminism)"
+                (f"{name}: array argument {k} differs between two thread orders (a race, nondeterminism, or a read "
+                 f"out of bounds)")
 
 
 _CODE = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int32): "i32",

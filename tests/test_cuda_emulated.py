@@ -15,8 +15,9 @@ Every launch is checked four ways besides the comparison with the reference:
     ascending order, each warp running ahead up to the next __syncthreads); the results must be bitwise
     identical. A missing barrier shows up as a difference, and since the kernels are deterministic by
     design, any difference is a bug;
-  * every array lives in a buffer with guard bytes on both sides (0xff: nan for floats, -1 for ints),
-    which must be intact afterwards (no out-of-bounds write) and turn an out-of-bounds read into nan;
+  * every array lives in a buffer with guard bytes on both sides, which must be intact afterwards (no
+    out-of-bounds write); they are finite in the first run (so that an out-of-bounds `+=` changes them) and
+    0xff in the second (nan for floats, -1 for ints), so an out-of-bounds read makes the runs differ;
   * the library is built with UndefinedBehaviorSanitizer where g++ has it: an out-of-bounds index into
     a __shared__ array (a static array in the emulation), a signed overflow, ... fails the launch;
   * the emulator itself rejects deadlocks, shuffles with exited lanes, oversized blocks and grids
@@ -596,7 +597,8 @@ def test_max_pool2d_forward_matches_reference(emu, shape, kernel, stride, paddin
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("count_include_pad", [True, False])
-@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", [c for c in POOL_CASES if c[4] == (1, 1)])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode",
+                         [case for case in POOL_CASES if case[4] == (1, 1)])  # (average pooling has no dilation)
 def test_avg_pool2d_matches_reference(emu, shape, kernel, stride, padding, dilation, ceil_mode, count_include_pad,
                                       dtype):
     x = uniform(shape, dtype, 1, scale=1e4)
@@ -1462,6 +1464,16 @@ def test_emulator_catches_a_missing_barrier(emu):
     np.testing.assert_array_equal(out, np.concatenate([x[127::-1], x[:127:-1]]))
     with pytest.raises(AssertionError, match="differs between two thread orders"):
         emu.launch("selftest_reverse", 2, 128, emu.empty(256, np.float32), emu.array(x), i32(0))
+
+
+def test_emulator_catches_out_of_bounds_additions_and_reads(emu):
+    """An `out[n] += v` past the end changes the (finite) guard bytes of the first run; a read past the end
+    gets a finite value in the first run and nan in the second, so the two runs' results differ."""
+    with pytest.raises(AssertionError, match="wrote outside an array"):
+        emu.launch("selftest_add_past_the_end", 1, 32, emu.array(np.zeros(4, np.float32)), i32(4))
+    with pytest.raises(AssertionError, match="differs between two thread orders"):
+        emu.launch("selftest_read_past_the_end", 1, 32, emu.array(np.zeros(1, np.float32)),
+                   emu.array(np.zeros(4, np.float32)), i32(4))
 
 
 @pytest.mark.parametrize("kernel, block, message", [

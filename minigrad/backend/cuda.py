@@ -712,7 +712,8 @@ def avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
     if _suffix(x) is None or x.ndim != 4 or x.size == 0:
         return numpy_ref.avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
     x = _contiguous(x)
-    divisor = _contiguous(numpy_ref.avg_pool_divisor(x.shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, x))
+    divisor = _contiguous(numpy_ref.avg_pool_divisor(x.shape[2:], kernel, stride, padding, ceil_mode,
+                                                     count_include_pad, x))
     out = rt.xp.empty(x.shape[:2] + divisor.shape, dtype=x.dtype)
     if out.size:
         _launch("pool", f"avg_pool2d_forward_{_SUFFIX[x.dtype]}", (_blocks(out.size, 256),), (256,), out, x, divisor,
@@ -725,7 +726,8 @@ def avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, c
     if _suffix(dout) is None or math.prod(input_shape) == 0:
         return numpy_ref.avg_pool2d_backward(dout, input_shape, kernel, stride, padding, ceil_mode, count_include_pad)
     dout = _contiguous(dout)
-    divisor = _contiguous(numpy_ref.avg_pool_divisor(input_shape[2:], kernel, stride, padding, ceil_mode, count_include_pad, dout))
+    divisor = _contiguous(numpy_ref.avg_pool_divisor(input_shape[2:], kernel, stride, padding, ceil_mode,
+                                                     count_include_pad, dout))
     dx = rt.xp.empty(input_shape, dtype=dout.dtype)  # every element is written
     _launch("pool", f"avg_pool2d_backward_{_SUFFIX[dout.dtype]}", (_blocks(dx.size, 256),), (256,), dx, dout, divisor,
             *_pool_args(input_shape, divisor.shape, kernel, stride, padding))

@@ -50,3 +50,13 @@ extern "C" __global__ void selftest_shuffle_after_exit(int* out) {
 extern "C" __global__ void selftest_shuffle_missing_lane(int* out) {
     out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (int)threadIdx.x, 8);
 }
+
+// out[n] += 1 (one element past an array of n): the guard check must catch the write, even an addition
+extern "C" __global__ void selftest_add_past_the_end(float* out, int n) {
+    if (threadIdx.x == 0) out[n] += 1.0f;
+}
+
+// out[0] = x[n] (one element past x): the two runs' guards differ (finite, then nan), so must their results
+extern "C" __global__ void selftest_read_past_the_end(float* out, const float* x, int n) {
+    if (threadIdx.x == 0) out[0] = x[n];
+}
