@@ -609,6 +609,7 @@ def _element_offsets(a, index):
     return offsets
 
 
+@numpy_ref.accumulate_in_float32
 def index_add_(out, index, values):
     """out[index] += values, repeated indices accumulating (the backward of x[index]), deterministically and
     in np.add.at's order (each element's additions one after another, in index order, starting from its value):
@@ -616,14 +617,7 @@ def index_add_(out, index, values):
     index scatter.cu's; neither uses atomics, so the gradient is the same bits on every run. A basic index
     (no arrays) touches each element once: numpy_ref's `out[index] += values`. 16-bit arrays: the same in
     float32, rounded once (base.py)."""
-    if not numpy_ref._has_index_array(index):
-        return numpy_ref.index_add_(out, index, values)
-    if out.dtype in HALF_NP_DTYPES and values.dtype == out.dtype:
-        wide = out.astype(np.float32)
-        index_add_(wide, index, values.astype(np.float32))
-        out[...] = wide.astype(out.dtype)
-        return None
-    if _suffix(out, values) is None:
+    if not numpy_ref._has_index_array(index) or _suffix(out, values) is None:
         return numpy_ref.index_add_(out, index, values)
     rows = _rows_index(index)
     if rows is not None and out.ndim and out.flags.c_contiguous and out.size and \
@@ -662,13 +656,9 @@ def _scatter_add_flat(out, positions, values):
 
 
 def scatter_add_along_axis(shape, index, values, axis, dtype):
-    if np.dtype(dtype) in HALF_NP_DTYPES and values.dtype == dtype:  # in float32, rounded once (base.py)
-        return scatter_add_along_axis(shape, index, values.astype(np.float32), axis, np.float32).astype(dtype)
-    if _suffix(values) is None or np.dtype(dtype) != values.dtype:
-        return numpy_ref.scatter_add_along_axis(shape, index, values, axis, dtype)
+    """The backward of gather: index_add_ (above: deterministic) into zeros at take_along_axis's positions."""
     out = rt.xp.zeros(shape, dtype=dtype)
-    positions = _element_offsets(out, numpy_ref.along_axis_index(index, axis))
-    _scatter_add_flat(out, positions, rt.xp.broadcast_to(values, positions.shape))
+    index_add_(out, numpy_ref.along_axis_index(index, axis), values)
     return out
 
 

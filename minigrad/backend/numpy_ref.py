@@ -348,16 +348,27 @@ def getitem(x, index):
     return x[index]
 
 
-def index_add_(out, index, values):
-    if not _has_index_array(index):
-        out[index] += values  # a basic index selects each element at most once
-    elif out.dtype in HALF_NP_DTYPES and values.dtype == out.dtype:
-        # 16 bits: each element's value and all its additions in float32, rounded once (base.py)
+def accumulate_in_float32(index_add):
+    """Decorate an index_add_(out, index, values): when out and values are both float16 or both bfloat16,
+    each element's value and all its additions are computed in a float32 copy of out, rounded once
+    (base.py's contract); other dtypes call `index_add` directly."""
+    @functools.wraps(index_add)
+    def wrapper(out, index, values):
+        if out.dtype not in HALF_NP_DTYPES or values.dtype != out.dtype:
+            return index_add(out, index, values)
         wide = out.astype(np.float32)
-        index_add_(wide, index, values.astype(np.float32))
+        index_add(wide, index, values.astype(np.float32))
         out[...] = wide.astype(out.dtype)
-    else:
+        return None
+    return wrapper
+
+
+@accumulate_in_float32
+def index_add_(out, index, values):
+    if _has_index_array(index):
         _xp(out).add.at(out, index, values)  # unbuffered: repeated indices accumulate (CuPy: cupy.add.at)
+    else:
+        out[index] += values  # a basic index selects each element at most once
 
 
 def _has_index_array(index) -> bool:
@@ -391,10 +402,8 @@ def take_along_axis(x, index, axis):
 
 
 def scatter_add_along_axis(shape, index, values, axis, dtype):
-    if np.dtype(dtype) in HALF_NP_DTYPES and values.dtype == dtype:  # sums in float32, rounded once (base.py)
-        return scatter_add_along_axis(shape, index, values.astype(np.float32), axis, np.float32).astype(dtype)
     out = _xp(values).zeros(shape, dtype=dtype)
-    _xp(index).add.at(out, along_axis_index(index, axis), values)
+    index_add_(out, along_axis_index(index, axis), values)  # (16 bits: in float32, see index_add_)
     return out
 
 
